@@ -1,0 +1,1 @@
+"""Niyanta: the public SDK a workload author imports."""

@@ -1,0 +1,80 @@
+"""The broker contract: bidirectional, per-worker ordered messages between one coordinator
+endpoint and many worker links. Transports: ``memory.py`` (one process), ``websocket.py``
+(built-in, served by the coordinator at ``/v1/broker``), ``nats.py``. All pass
+``tests/contract/test_broker_contract.py``.
+
+Semantics every transport keeps:
+- messages from one sender to one receiver arrive in the order sent;
+- a handler's returned message (if any) is sent back as the reply to a ``request``
+  (its ``corr`` set to the request's ``id``); for a plain ``send`` it is sent back as a message;
+- a malformed, oversized or unknown-version message is refused (a ``Refusal`` back where
+  possible, a logged reason always) and never stops the receiver;
+- the coordinator side learns of a worker's departure through ``on_disconnect`` (at once when the
+  transport sees the connection drop; transports without connections report nothing and the lease
+  monitor's silence detection covers them);
+- a slow handler for one worker does not block delivery to others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from niyanta.broker.messages import AnyMessage
+
+CoordinatorHandler = Callable[[str, AnyMessage], Awaitable[AnyMessage | None]]
+"""(worker_id, message) -> optional reply."""
+WorkerHandler = Callable[[AnyMessage], Awaitable[AnyMessage | None]]
+DisconnectHandler = Callable[[str], Awaitable[None]]
+ConnectHandler = Callable[[], Awaitable[None]]
+
+
+class CoordinatorEndpoint(Protocol):
+    """The coordinator's side: one per coordinator process."""
+
+    def on_message(self, handler: CoordinatorHandler) -> None: ...
+
+    def on_disconnect(self, handler: DisconnectHandler) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(self, worker_id: str, message: AnyMessage) -> None:
+        """Deliver to one worker; BrokerError if it is not reachable."""
+        ...
+
+    async def request(self, worker_id: str, message: AnyMessage, timeout: float) -> AnyMessage:
+        """Send and wait for the worker handler's reply; BrokerError/TimeoutError otherwise."""
+        ...
+
+    async def broadcast(self, message: AnyMessage) -> None: ...
+
+    def connected_workers(self) -> set[str]:
+        """Workers with a live connection (transports without connections: workers heard from
+        recently)."""
+        ...
+
+
+class WorkerLink(Protocol):
+    """A worker's side: connects to the coordinator(s), reconnects with backoff and jitter."""
+
+    def on_message(self, handler: WorkerHandler) -> None: ...
+
+    def on_connect(self, handler: ConnectHandler) -> None:
+        """Called after every (re)connection, before other messages flow: the worker sends its
+        Hello here so that the coordinator knows it again."""
+        ...
+
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def send(self, message: AnyMessage) -> None:
+        """Deliver to the coordinator; BrokerError while disconnected."""
+        ...
+
+    async def request(self, message: AnyMessage, timeout: float) -> AnyMessage: ...
+
+    @property
+    def connected(self) -> bool: ...

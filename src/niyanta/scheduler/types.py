@@ -1,0 +1,111 @@
+"""Plain data in and out of the scheduler. No I/O anywhere in ``niyanta.scheduler``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from niyanta.model import Affinity, ReplicaKey, Resources, Tier
+
+
+class ScoringPolicy(StrEnum):
+    SPREAD = "spread"
+    """Prefer the least utilised worker."""
+    BINPACK = "binpack"
+    """Prefer the most utilised worker that still fits (keeps whole workers free)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingReplica:
+    key: ReplicaKey
+    customer_id: str
+    tier: str
+    type_name: str
+    resources: Resources
+    affinity: Affinity = field(default_factory=Affinity)
+    priority: int = 0
+    enqueued_at: float = 0.0
+    previous_worker: str | None = None
+    workload_labels: Mapping[str, str] = field(default_factory=dict)
+    fence: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunningReplica:
+    key: ReplicaKey
+    customer_id: str
+    tier: str
+    worker_id: str
+    resources: Resources
+    workload_labels: Mapping[str, str] = field(default_factory=dict)
+    priority: int = 0
+    last_checkpoint_at: float | None = None
+    """Newer checkpoint = cheaper to preempt (less work redone)."""
+    started_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """A worker as the scheduler sees it: its totals; what runs on it is in ``running``."""
+
+    id: str
+    labels: Mapping[str, str]
+    types: frozenset[str]
+    slots: int
+    cpu: float = 0.0
+    """0 means cpu is not accounted on this worker."""
+    memory_mb: int = 0
+    """0 means memory is not accounted on this worker."""
+    schedulable: bool = True
+    """False while draining or cordoned."""
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerPolicy:
+    id: str
+    tier: str
+    weight: float
+    concurrency_cap: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerInput:
+    pending: tuple[PendingReplica, ...]
+    workers: tuple[WorkerView, ...]
+    running: tuple[RunningReplica, ...]
+    tiers: Mapping[str, Tier]
+    customers: Mapping[str, CustomerPolicy]
+    now: float
+    policy: ScoringPolicy = ScoringPolicy.SPREAD
+    aging_s: float = 300.0
+    """Every ``aging_s`` seconds of waiting lifts a replica one tier-step (anti-starvation)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    key: ReplicaKey
+    worker_id: str
+    fence: int = 0
+    """The fence of the pending replica the scheduler saw (``Assignment.expected_fence``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    victim: ReplicaKey
+    worker_id: str
+    for_replica: ReplicaKey
+
+
+@dataclass(frozen=True, slots=True)
+class PendingReason:
+    key: ReplicaKey
+    reason: str
+    """Readable: "no worker with gpu=true", "customer acme at its cap of 20", ..."""
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerDecision:
+    placements: tuple[Placement, ...]
+    preemptions: tuple[Preemption, ...]
+    pending: tuple[PendingReason, ...]
