@@ -68,14 +68,40 @@ class Tier:
 
 
 DEFAULT_TIERS: tuple[Tier, ...] = (
-    Tier("platinum", 400, weight=8.0, guaranteed_slots=4, concurrency_cap=None, may_preempt=True,
-         slo=SloTargets(queue_wait_p95_s=2.0, run_time_p95_s=600.0, error_rate=0.01)),
-    Tier("gold", 300, weight=4.0, guaranteed_slots=2, concurrency_cap=200, may_preempt=True,
-         slo=SloTargets(queue_wait_p95_s=10.0, run_time_p95_s=1200.0, error_rate=0.02)),
-    Tier("silver", 200, weight=2.0, guaranteed_slots=0, concurrency_cap=50,
-         slo=SloTargets(queue_wait_p95_s=60.0, error_rate=0.05)),
-    Tier("bronze", 100, weight=1.0, guaranteed_slots=0, concurrency_cap=20,
-         slo=SloTargets(queue_wait_p95_s=600.0, error_rate=0.1)),
+    Tier(
+        "platinum",
+        400,
+        weight=8.0,
+        guaranteed_slots=4,
+        concurrency_cap=None,
+        may_preempt=True,
+        slo=SloTargets(queue_wait_p95_s=2.0, run_time_p95_s=600.0, error_rate=0.01),
+    ),
+    Tier(
+        "gold",
+        300,
+        weight=4.0,
+        guaranteed_slots=2,
+        concurrency_cap=200,
+        may_preempt=True,
+        slo=SloTargets(queue_wait_p95_s=10.0, run_time_p95_s=1200.0, error_rate=0.02),
+    ),
+    Tier(
+        "silver",
+        200,
+        weight=2.0,
+        guaranteed_slots=0,
+        concurrency_cap=50,
+        slo=SloTargets(queue_wait_p95_s=60.0, error_rate=0.05),
+    ),
+    Tier(
+        "bronze",
+        100,
+        weight=1.0,
+        guaranteed_slots=0,
+        concurrency_cap=20,
+        slo=SloTargets(queue_wait_p95_s=600.0, error_rate=0.1),
+    ),
 )
 
 

@@ -33,9 +33,7 @@ S = ReplicaState
 TRANSITIONS: dict[ReplicaState, frozenset[ReplicaState]] = {
     S.PENDING: frozenset({S.SCHEDULED, S.PAUSED, S.CANCELLED, S.FAILED}),
     S.SCHEDULED: frozenset({S.RUNNING, S.PENDING, S.PAUSED, S.CANCELLED, S.FAILED}),
-    S.RUNNING: frozenset(
-        {S.SUCCEEDED, S.FAILED, S.CANCELLED, S.RETRYING, S.PENDING, S.PAUSED}
-    ),
+    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.RETRYING, S.PENDING, S.PAUSED}),
     S.RETRYING: frozenset({S.PENDING, S.PAUSED, S.CANCELLED, S.FAILED}),
     S.PAUSED: frozenset({S.PENDING, S.CANCELLED}),
     S.SUCCEEDED: frozenset(),

@@ -130,6 +130,14 @@ class Welcome(Message, tag="welcome"):
     lease_ttl_s: float
 
 
+class LeaseGrant(Message, tag="lease_grant"):
+    """Reply to a Heartbeat: leases renewed for ``ttl_s`` from when the heartbeat was sent; the
+    replicas in ``fenced`` are no longer this worker's and must stop at once, writing nothing."""
+
+    ttl_s: float
+    fenced: list[InventoryItem] = []
+
+
 class StartReplica(Message, tag="start"):
     workload_id: str
     index: int
@@ -177,8 +185,21 @@ class Refusal(Message, tag="refusal"):
 
 
 AnyMessage = (
-    Hello | Heartbeat | Started | Progress | CheckpointMsg | Result | Bye | Welcome | StartReplica
-    | StopReplica | Drain | LoadType | Ack | Refusal
+    Hello
+    | Heartbeat
+    | Started
+    | Progress
+    | CheckpointMsg
+    | Result
+    | Bye
+    | Welcome
+    | LeaseGrant
+    | StartReplica
+    | StopReplica
+    | Drain
+    | LoadType
+    | Ack
+    | Refusal
 )
 
 _encoder = msgspec.msgpack.Encoder()
