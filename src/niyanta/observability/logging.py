@@ -1,0 +1,61 @@
+"""structlog configuration: JSON lines on stderr (console rendering on a terminal or on request).
+
+Context that concerns a workload (customer, workload, replica, worker, fence, attempt, trace_id)
+is bound through contextvars (``bind_workload_context``) so that every line written while
+handling it carries those keys, including lines written by workload code through ``ctx.logger``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import structlog
+
+LogFormat = Literal["json", "console", "auto"]
+
+_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+def configure_logging(level: str | None = None, fmt: LogFormat = "auto") -> None:
+    """Configure structlog and stdlib logging once per process.
+
+    ``level`` defaults to ``NIYANTA_LOG_LEVEL`` or INFO; ``fmt="auto"`` renders for humans when
+    stderr is a terminal and JSON otherwise.
+    """
+    name = (level or os.environ.get("NIYANTA_LOG_LEVEL") or "INFO").upper()
+    if name not in _LEVELS:
+        raise ValueError(f"unknown log level {name!r}; use one of {sorted(_LEVELS)}")
+    numeric = logging.getLevelName(name)
+    console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    renderer: structlog.types.Processor = (
+        structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s", force=True)
+    # uvicorn's access log is one line per request: too loud for a job system at INFO.
+    logging.getLogger("uvicorn.access").setLevel(max(numeric, logging.WARNING))
+
+
+@contextmanager
+def bind_workload_context(**values: object) -> Iterator[None]:
+    """Bind workload keys for the duration of a block (asyncio-task local)."""
+    present = {k: v for k, v in values.items() if v is not None}
+    with structlog.contextvars.bound_contextvars(**present):
+        yield
