@@ -1,0 +1,70 @@
+"""OpenTelemetry tracing. The core depends only on ``opentelemetry-api``: without an SDK every
+span is a no-op. ``configure_tracing()`` installs the SDK when it is available (the ``otel``
+extra) and asked for through the standard ``OTEL_*`` variables, or ``NIYANTA_TRACE_FILE`` for a
+JSON-lines file of finished spans (used by tests and for local debugging).
+
+The trace context crosses processes in broker messages as a W3C ``traceparent`` string.
+"""
+
+from __future__ import annotations
+
+import os
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_propagator = TraceContextTextMapPropagator()
+tracer = trace.get_tracer("niyanta")
+
+
+def current_traceparent() -> str | None:
+    """The W3C traceparent of the active span, for an outgoing message."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def context_from_traceparent(traceparent: str | None) -> otel_context.Context:
+    """A context whose parent is the span named by an incoming message's traceparent."""
+    if not traceparent:
+        return otel_context.get_current()
+    return _propagator.extract({"traceparent": traceparent})
+
+
+def current_trace_ids() -> tuple[str | None, str | None]:
+    """(trace_id, span_id) of the active span as hex, for log lines; (None, None) if none."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return None, None
+    return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
+
+
+def configure_tracing(service_name: str) -> bool:
+    """Install the OpenTelemetry SDK if present and configured; True when spans are exported."""
+    trace_file = os.environ.get("NIYANTA_TRACE_FILE")
+    wants_otlp = bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_TRACES_EXPORTER", "none") not in {"none", ""}
+    )
+    if not trace_file and not wants_otlp:
+        return False
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+        from niyanta.observability.trace_file_exporter import JsonLinesSpanExporter
+    except ImportError:
+        return False
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    if trace_file:
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(trace_file)))
+    if wants_otlp:
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError:
+            return bool(trace_file)
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return True
