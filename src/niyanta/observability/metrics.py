@@ -95,6 +95,11 @@ class CoordinatorMetrics:
             "niyanta_worker_utilization_ratio", "Used over total worker slots.", registry=r
         )
         self.workers = Gauge("niyanta_workers", "Workers by state.", ["state"], registry=r)
+        self.workers_lost = Counter(
+            "niyanta_workers_lost",
+            "Workers gone without a goodbye (connection dropped or heartbeats stopped).",
+            registry=r,
+        )
         self.lease_expiries = Counter(
             "niyanta_lease_expiries", "Leases that expired (missed heartbeats).", registry=r
         )
