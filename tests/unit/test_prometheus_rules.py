@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import IN_CI
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
