@@ -53,7 +53,7 @@ class ProcessGroup:
         full_env.update(env or {})
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "niyanta.cli.main", *args],
+                [sys.executable, "-m", "niyanta", *args],
                 cwd=self.workdir,
                 env=full_env,
                 stdout=log,
