@@ -44,7 +44,7 @@ class CoordinatorEndpoint(Protocol):
         """Deliver to one worker; BrokerError if it is not reachable."""
         ...
 
-    async def request(self, worker_id: str, message: AnyMessage, timeout: float) -> AnyMessage:
+    async def request(self, worker_id: str, message: AnyMessage, timeout: float) -> AnyMessage:  # noqa: ASYNC109
         """Send and wait for the worker handler's reply; BrokerError/TimeoutError otherwise."""
         ...
 
@@ -74,7 +74,7 @@ class WorkerLink(Protocol):
         """Deliver to the coordinator; BrokerError while disconnected."""
         ...
 
-    async def request(self, message: AnyMessage, timeout: float) -> AnyMessage: ...
+    async def request(self, message: AnyMessage, timeout: float) -> AnyMessage: ...  # noqa: ASYNC109
 
     @property
     def connected(self) -> bool: ...

@@ -229,6 +229,7 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> AnyMessag
     if probe.v != PROTOCOL_VERSION:
         raise MessageRefused(f"unknown_version: {probe.v} (this side speaks {PROTOCOL_VERSION})")
     try:
-        return _decoder.decode(data)
+        message: AnyMessage = _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise MessageRefused(f"malformed: {exc}") from None
+    return message
