@@ -1,0 +1,264 @@
+"""Replica state changes computed in memory, before anything is written.
+
+Every backend loads the replicas it will touch (locked), computes each change here (lifecycle
+guard, fence check, field updates) and then writes all resulting rows at once. Judging a batch of
+fenced writes in memory is what lets ``apply_writes`` commit hundreds of them with a handful of
+statements while still judging each write on its own.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from typing import Any
+
+from niyanta.errors import CheckpointSeqConflict, FencedOut, IllegalTransition, PayloadTooLarge
+from niyanta.model import Checkpoint, ErrorClass, ErrorInfo, Event, RetryPolicy, Transition
+from niyanta.states import ACTIVE, ReplicaState, check_transition
+from niyanta.store.base import (
+    CompleteReplica,
+    FailReplica,
+    FencedWrite,
+    MarkRunning,
+    RecordProgress,
+    ReleaseReplica,
+    SaveCheckpoint,
+    StoreLimits,
+)
+from niyanta.store.codec import ReplicaRow
+
+S = ReplicaState
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One replica's row after a change, and what must be recorded with it."""
+
+    after: ReplicaRow
+    transition: Transition | None = None
+    checkpoint: Checkpoint | None = None
+    checkpoint_is_new: bool = True
+    """False when a repeated SaveCheckpoint is acknowledged without writing."""
+
+    def event(self) -> Event | None:
+        """The event log entry for the transition (id assigned on insert)."""
+        t = self.transition
+        if t is None:
+            return None
+        return Event(
+            id=0,
+            kind=f"replica.{t.to_state.value}",
+            at=t.at,
+            actor=t.actor,
+            workload_id=t.workload_id,
+            index=t.index,
+            customer_id=self.after.customer_id,
+            reason=t.reason,
+            data={
+                "from": t.from_state.value,
+                "fence": t.fence,
+                "attempt": self.after.replica.attempt,
+            },
+        )
+
+
+def move(
+    row: ReplicaRow,
+    to: ReplicaState,
+    *,
+    now: float,
+    actor: str,
+    reason: str = "",
+    bump_fence: bool = False,
+    **fields: Any,
+) -> Change:
+    """Apply a lifecycle transition (IllegalTransition if the table forbids it)."""
+    current = row.replica
+    check_transition(current.state, to)
+    fence = current.fence + 1 if bump_fence else current.fence
+    after = replace(current, state=to, fence=fence, **fields)
+    transition = Transition(
+        workload_id=current.workload_id,
+        index=current.index,
+        from_state=current.state,
+        to_state=to,
+        fence=fence,
+        at=now,
+        actor=actor,
+        reason=reason,
+    )
+    return Change(replace(row, replica=after), transition)
+
+
+def assign(row: ReplicaRow, worker_id: str, lease_ttl_s: float, now: float) -> Change:
+    """pending -> scheduled: a new fence token, a lease, and the checkpoint it resumes from."""
+    r = row.replica
+    return move(
+        row,
+        S.SCHEDULED,
+        now=now,
+        actor="scheduler",
+        reason=f"placed on {worker_id}",
+        bump_fence=True,
+        worker_id=worker_id,
+        lease_expires_at=now + lease_ttl_s,
+        previous_worker=r.worker_id or r.previous_worker,
+        resumed_from_seq=r.checkpoint_seq,
+        progress=0.0 if r.checkpoint_seq == 0 else r.progress,
+    )
+
+
+def hand_back(row: ReplicaRow, to: ReplicaState, *, now: float, actor: str, reason: str) -> Change:
+    """An active replica leaves its worker (lease lost, drained, preempted, paused, cancelled):
+    new fence token, so that anything the old holder still sends is refused."""
+    r = row.replica
+    fields: dict[str, Any] = {
+        "worker_id": None,
+        "lease_expires_at": None,
+        "previous_worker": r.worker_id,
+    }
+    if to is S.PENDING:
+        fields["enqueued_at"] = now
+        fields["not_before"] = now
+    if to is S.CANCELLED:
+        fields["finished_at"] = now
+    return move(row, to, now=now, actor=actor, reason=reason, bump_fence=True, **fields)
+
+
+def cancel(row: ReplicaRow, *, now: float, actor: str, reason: str) -> Change:
+    if row.replica.state in ACTIVE:
+        return hand_back(row, S.CANCELLED, now=now, actor=actor, reason=reason)
+    return move(row, S.CANCELLED, now=now, actor=actor, reason=reason, finished_at=now)
+
+
+def requeue(row: ReplicaRow, *, now: float, actor: str, reason: str) -> Change:
+    """pending again, placeable at once (resumed, retried after backoff)."""
+    if row.replica.state in ACTIVE:
+        return hand_back(row, S.PENDING, now=now, actor=actor, reason=reason)
+    return move(row, S.PENDING, now=now, actor=actor, reason=reason, enqueued_at=now)
+
+
+def fail_attempt(
+    row: ReplicaRow,
+    error: ErrorInfo,
+    retry_at: float | None,
+    *,
+    now: float,
+    actor: str,
+    bump_fence: bool = False,
+) -> Change:
+    """-> retrying (attempt + 1, placeable from ``retry_at``) or -> failed."""
+    r = row.replica
+    released = {"worker_id": None, "lease_expires_at": None, "previous_worker": r.worker_id}
+    if retry_at is None:
+        return move(
+            row,
+            S.FAILED,
+            now=now,
+            actor=actor,
+            reason=error.message,
+            bump_fence=bump_fence,
+            error=error,
+            finished_at=now,
+            lease_expires_at=None,
+        )
+    return move(
+        row,
+        S.RETRYING,
+        now=now,
+        actor=actor,
+        reason=error.message,
+        bump_fence=bump_fence,
+        error=error,
+        attempt=r.attempt + 1,
+        not_before=retry_at,
+        **released,
+    )
+
+
+def backoff_s(policy: RetryPolicy, attempt: int) -> float:
+    """Exponential backoff with jitter before attempt ``attempt + 1``."""
+    base = min(policy.max_backoff_s, policy.initial_backoff_s * policy.multiplier ** (attempt - 1))
+    return max(0.0, base * (1.0 + random.uniform(-policy.jitter, policy.jitter)))
+
+
+def stalled(row: ReplicaRow, policy: RetryPolicy, reason: str, *, now: float, actor: str) -> Change:
+    """The checkpoint watchdog fails the attempt: retry if attempts remain. New fence either way."""
+    error = ErrorInfo(ErrorClass.STALLED, reason)
+    attempt = row.replica.attempt
+    retry_at = now + backoff_s(policy, attempt) if attempt < policy.max_attempts else None
+    return fail_attempt(row, error, retry_at, now=now, actor=actor, bump_fence=True)
+
+
+def check_fence(row: ReplicaRow, fence: int) -> None:
+    r = row.replica
+    if fence != r.fence:
+        raise FencedOut(r.workload_id, r.index, fence, r.fence)
+
+
+def _require_active(row: ReplicaRow, what: str) -> None:
+    state = row.replica.state
+    if state not in ACTIVE:
+        raise IllegalTransition(
+            state.value, state.value, f"{what} refused: replica {row.replica.key} is {state.value}"
+        )
+
+
+def judge(write: FencedWrite, row: ReplicaRow, now: float, limits: StoreLimits) -> Change:
+    """The effect of one fenced write on ``row``, or the typed error that refuses it."""
+    check_fence(row, write.fence)
+    r = row.replica
+    actor = f"worker:{r.worker_id}" if r.worker_id else "coordinator"
+    match write:
+        case MarkRunning():
+            if write.worker_id != r.worker_id:
+                raise FencedOut(r.workload_id, r.index, write.fence, r.fence)
+            return move(row, S.RUNNING, now=now, actor=actor, reason="started", started_at=now)
+        case RecordProgress():
+            _require_active(row, "progress")
+            progress = min(1.0, max(0.0, float(write.progress)))
+            return Change(replace(row, replica=replace(r, progress=progress)))
+        case SaveCheckpoint():
+            return _checkpoint(write, row, now, limits)
+        case CompleteReplica():
+            return move(
+                row,
+                S.SUCCEEDED,
+                now=now,
+                actor=actor,
+                reason="completed",
+                result=write.result,
+                finished_at=now,
+                lease_expires_at=None,
+                progress=1.0,
+            )
+        case FailReplica():
+            return fail_attempt(row, write.error, write.retry_at, now=now, actor=actor)
+        case ReleaseReplica():
+            if write.to_state not in {S.PENDING, S.PAUSED, S.CANCELLED}:
+                raise IllegalTransition(r.state.value, write.to_state.value)
+            return hand_back(row, write.to_state, now=now, actor=actor, reason=write.reason)
+
+
+def _checkpoint(write: SaveCheckpoint, row: ReplicaRow, now: float, limits: StoreLimits) -> Change:
+    r = row.replica
+    _require_active(row, "checkpoint")
+    if len(write.data) > limits.max_checkpoint_bytes:
+        raise PayloadTooLarge(
+            f"checkpoint of {len(write.data)} bytes exceeds {limits.max_checkpoint_bytes}"
+        )
+    if write.seq == r.checkpoint_seq and write.fence == row.checkpoint_fence and write.seq > 0:
+        # A repeated delivery of the checkpoint already committed: acknowledge, write nothing.
+        existing = Checkpoint(r.workload_id, r.index, write.seq, write.fence, write.data, now)
+        return Change(
+            row,
+            checkpoint=replace(existing, created_at=r.checkpoint_at or now),
+            checkpoint_is_new=False,
+        )
+    if write.seq <= r.checkpoint_seq:
+        raise CheckpointSeqConflict(
+            f"checkpoint seq {write.seq} of {r.key} does not advance past {r.checkpoint_seq}"
+        )
+    checkpoint = Checkpoint(r.workload_id, r.index, write.seq, write.fence, write.data, now)
+    after = replace(r, checkpoint_seq=write.seq, checkpoint_at=now)
+    return Change(replace(row, replica=after, checkpoint_fence=write.fence), checkpoint=checkpoint)

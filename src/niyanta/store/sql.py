@@ -1,0 +1,1138 @@
+"""The Store contract implemented once in SQL; ``sqlite.py`` and ``postgres.py`` supply the
+connection, the transaction, and the few statements whose fast form differs between dialects.
+
+Every state-changing method follows one pattern inside one transaction: load (and lock) every
+replica of the workloads involved, compute the changes in memory (``changes.py``: lifecycle guard,
+fence check), then write the changed rows, their Transition and Event rows, checkpoints and the
+derived workload states with a handful of set-based statements (``_persist``).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
+from typing import Protocol, TypeVar
+
+from niyanta.clock import Clock, SystemClock
+from niyanta.errors import (
+    AlreadyExists,
+    Conflict,
+    IdempotencyConflict,
+    IllegalTransition,
+    InvalidInput,
+    NiyantaError,
+    NotFound,
+    PayloadTooLarge,
+    UnknownCustomer,
+    UnknownReplica,
+    UnknownTier,
+    UnknownWorkload,
+    UnknownWorkloadType,
+)
+from niyanta.model import (
+    AutoscalePolicy,
+    Checkpoint,
+    CoordinatorInfo,
+    Customer,
+    Event,
+    LeaderLease,
+    Mode,
+    Page,
+    Replica,
+    ReplicaKey,
+    Tier,
+    Transition,
+    Workload,
+    WorkloadSpec,
+    WorkloadType,
+)
+from niyanta.states import ACTIVE, TERMINAL, ReplicaState, workload_state
+from niyanta.store import changes
+from niyanta.store.base import (
+    Assignment,
+    CustomerUpdate,
+    EventQuery,
+    FencedWrite,
+    LeaseRenewal,
+    RenewResult,
+    SaveCheckpoint,
+    StoreLimits,
+    SubmitResult,
+    WorkloadFilter,
+    WriteResult,
+)
+from niyanta.store.changes import Change
+from niyanta.store.codec import (
+    REPLICA_COLUMNS,
+    ReplicaRow,
+    Row,
+    customer_from_row,
+    decode_type,
+    dumps,
+    encode_affinity,
+    encode_type,
+    event_from_row,
+    event_values,
+    policy_from_row,
+    replica_from_row,
+    replica_values,
+    spec_digest,
+    tier_from_row,
+    tier_values,
+    transition_from_row,
+    workload_from_row,
+)
+
+T = TypeVar("T")
+S = ReplicaState
+
+_ACTIVE_SQL = "state IN ('scheduled', 'running')"
+INSERT_REPLICA = (
+    f"INSERT INTO replicas ({', '.join(REPLICA_COLUMNS)}) "
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(REPLICA_COLUMNS) + 1))})"
+)
+INSERT_EVENT = (
+    "INSERT INTO events (kind, at, actor, workload_id, idx, customer_id, correlation_id, reason,"
+    " data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+)
+INSERT_TRANSITION = (
+    "INSERT INTO transitions (workload_id, idx, from_state, to_state, fence, at, actor, reason)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+)
+UPSERT_CHECKPOINT = (
+    "INSERT INTO checkpoints (workload_id, idx, seq, fence, data, created_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workload_id, idx) DO UPDATE SET"
+    " seq = excluded.seq, fence = excluded.fence, data = excluded.data,"
+    " created_at = excluded.created_at"
+)
+UPDATE_WORKLOAD_STATE = (
+    "UPDATE workloads SET state = $2, updated_at = $3 WHERE id = $1 AND state <> $2"
+)
+
+
+class Tx(Protocol):
+    """One open transaction. SQL uses ``$1`` placeholders in both dialects."""
+
+    async def fetch(self, sql: str, *args: object) -> list[Row]: ...
+
+    async def fetchrow(self, sql: str, *args: object) -> Row | None: ...
+
+    async def execute(self, sql: str, *args: object) -> None: ...
+
+    async def executemany(self, sql: str, args: Sequence[Sequence[object]]) -> None: ...
+
+
+class ReplicaBatch:
+    """Replicas loaded (and locked) by one transaction, and the changes applied to them."""
+
+    def __init__(self, rows: Iterable[ReplicaRow]) -> None:
+        self.loaded = {row.replica.key: row for row in rows}
+        self.current = dict(self.loaded)
+        self.changes: list[Change] = []
+
+    def get(self, key: ReplicaKey) -> ReplicaRow | None:
+        return self.current.get(key)
+
+    def apply(self, change: Change) -> Replica:
+        self.current[change.after.replica.key] = change.after
+        self.changes.append(change)
+        return change.after.replica
+
+    def of_workload(self, workload_id: str) -> list[ReplicaRow]:
+        rows = [r for key, r in self.current.items() if key.workload_id == workload_id]
+        return sorted(rows, key=lambda r: r.replica.index)
+
+    def dirty(self) -> list[ReplicaRow]:
+        return [row for key, row in self.current.items() if self.loaded.get(key) != row]
+
+
+class SqlStore(ABC):
+    """The shared implementation of ``niyanta.store.base.Store``."""
+
+    dialect: str
+    for_update: str = ""
+
+    def __init__(self, clock: Clock | None = None, limits: StoreLimits | None = None) -> None:
+        self._clock: Clock = clock or SystemClock()
+        self._limits = limits or StoreLimits()
+
+    # --- what a dialect provides -------------------------------------------------------------
+
+    @abstractmethod
+    async def _run(self, body: Callable[[Tx], Awaitable[T]]) -> T:
+        """Run ``body`` in one transaction (committed when it returns, rolled back if it raises)."""
+
+    @abstractmethod
+    def _any(self, column: str, param: int) -> str:
+        """SQL true when ``column`` is in the list bound at ``$param`` (see ``_list``)."""
+
+    @abstractmethod
+    def _list(self, values: Sequence[object]) -> object:
+        """A list as one bound parameter."""
+
+    @abstractmethod
+    def _json_field_equals(self, column: str, key_param: int, value_param: int) -> str:
+        """SQL true when JSON text ``column`` has key ``$key_param`` equal to ``$value_param``."""
+
+    @abstractmethod
+    async def _renew(
+        self, tx: Tx, worker_id: str, renewals: Sequence[LeaseRenewal], expires_at: float
+    ) -> set[ReplicaKey]:
+        """Extend the matching leases in one statement; return the keys renewed."""
+
+    async def _write_replicas(self, tx: Tx, rows: Sequence[ReplicaRow]) -> None:
+        """Write changed replica rows (the dialect may replace this with one statement)."""
+        columns = REPLICA_COLUMNS[2:]
+        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=3))
+        await tx.executemany(
+            f"UPDATE replicas SET {sets} WHERE workload_id = $1 AND idx = $2",
+            [replica_values(row) for row in rows],
+        )
+
+    # --- shared helpers ------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self._clock.now()
+
+    async def _load(self, tx: Tx, workload_ids: Iterable[str]) -> ReplicaBatch:
+        """Every replica of these workloads, locked for this transaction."""
+        ids = sorted(set(workload_ids))
+        if not ids:
+            return ReplicaBatch(())
+        rows = await tx.fetch(
+            f"SELECT * FROM replicas WHERE {self._any('workload_id', 1)}"
+            f" ORDER BY workload_id, idx{self.for_update}",
+            self._list(ids),
+        )
+        return ReplicaBatch(replica_from_row(r) for r in rows)
+
+    async def _load_where(self, tx: Tx, condition: str, *args: object) -> ReplicaBatch:
+        """Every replica of the workloads that have a replica matching ``condition``, locked."""
+        rows = await tx.fetch(
+            "SELECT * FROM replicas WHERE workload_id IN"
+            f" (SELECT workload_id FROM replicas WHERE {condition})"
+            f" ORDER BY workload_id, idx{self.for_update}",
+            *args,
+        )
+        return ReplicaBatch(replica_from_row(r) for r in rows)
+
+    async def _persist(self, tx: Tx, batch: ReplicaBatch, now: float) -> None:
+        """Write what ``batch`` changed: rows, history, checkpoints, derived workload states."""
+        dirty = batch.dirty()
+        if dirty:
+            await self._write_replicas(tx, dirty)
+        transitions = [c for c in batch.changes if c.transition is not None]
+        if transitions:
+            await tx.executemany(
+                INSERT_TRANSITION, [_transition_values(c.transition) for c in transitions]
+            )
+            events = [e for c in transitions if (e := c.event()) is not None]
+            await tx.executemany(INSERT_EVENT, [event_values(e) for e in events])
+        checkpoints: dict[ReplicaKey, Checkpoint] = {}
+        for c in batch.changes:
+            if c.checkpoint is not None and c.checkpoint_is_new:
+                checkpoints[ReplicaKey(c.checkpoint.workload_id, c.checkpoint.index)] = c.checkpoint
+        if checkpoints:
+            await tx.executemany(
+                UPSERT_CHECKPOINT,
+                [
+                    (k.workload_id, k.index, c.seq, c.fence, c.data, c.created_at)
+                    for k, c in checkpoints.items()
+                ],
+            )
+        touched = sorted({c.after.replica.workload_id for c in transitions})
+        if touched:
+            states = [
+                (wid, workload_state(r.replica.state for r in batch.of_workload(wid)).value, now)
+                for wid in touched
+            ]
+            await tx.executemany(UPDATE_WORKLOAD_STATE, states)
+
+    async def _workload(self, tx: Tx, workload_id: str, lock: bool = False) -> Workload:
+        row = await tx.fetchrow(
+            f"SELECT * FROM workloads WHERE id = $1{self.for_update if lock else ''}", workload_id
+        )
+        if row is None:
+            raise UnknownWorkload(f"no workload {workload_id!r}")
+        return workload_from_row(row)
+
+    async def _type(self, tx: Tx, name: str, version: str | None) -> WorkloadType:
+        if version is None:
+            row = await tx.fetchrow(
+                "SELECT * FROM workload_types WHERE name = $1 ORDER BY seq DESC LIMIT 1", name
+            )
+        else:
+            row = await tx.fetchrow(
+                "SELECT * FROM workload_types WHERE name = $1 AND version = $2", name, version
+            )
+        if row is None:
+            shown = name if version is None else f"{name}@{version}"
+            raise UnknownWorkloadType(f"no workload type {shown!r}")
+        return decode_type(row["spec"], row["created_at"])
+
+    # --- tiers and customers -------------------------------------------------------------------
+
+    async def upsert_tier(self, tier: Tier) -> Tier:
+        async def body(tx: Tx) -> Tier:
+            await tx.execute(
+                "INSERT INTO tiers (name, priority, weight, guaranteed_slots, concurrency_cap,"
+                " may_preempt, slo) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO"
+                " UPDATE SET priority = excluded.priority, weight = excluded.weight,"
+                " guaranteed_slots = excluded.guaranteed_slots,"
+                " concurrency_cap = excluded.concurrency_cap, may_preempt = excluded.may_preempt,"
+                " slo = excluded.slo",
+                *tier_values(tier),
+            )
+            return tier
+
+        if not tier.name:
+            raise InvalidInput("a tier needs a name")
+        return await self._run(body)
+
+    async def list_tiers(self) -> list[Tier]:
+        async def body(tx: Tx) -> list[Tier]:
+            rows = await tx.fetch("SELECT * FROM tiers ORDER BY priority DESC, name")
+            return [tier_from_row(r) for r in rows]
+
+        return await self._run(body)
+
+    async def _require_tier(self, tx: Tx, name: str) -> None:
+        if await tx.fetchrow("SELECT name FROM tiers WHERE name = $1", name) is None:
+            raise UnknownTier(f"no tier {name!r}")
+
+    async def create_customer(self, customer: Customer) -> Customer:
+        created = replace(customer, created_at=self._now())
+
+        async def body(tx: Tx) -> Customer:
+            await self._require_tier(tx, customer.tier)
+            row = await tx.fetchrow(
+                "INSERT INTO customers (id, tier, name, weight, concurrency_cap, alert_thresholds,"
+                " created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"
+                " RETURNING id",
+                created.id,
+                created.tier,
+                created.name,
+                created.weight,
+                created.concurrency_cap,
+                dumps(dict(created.alert_thresholds)),
+                created.created_at,
+            )
+            if row is None:
+                raise AlreadyExists(f"customer {customer.id!r} exists")
+            return created
+
+        if not customer.id:
+            raise InvalidInput("a customer needs an id")
+        return await self._run(body)
+
+    async def get_customer(self, customer_id: str) -> Customer:
+        async def body(tx: Tx) -> Customer:
+            return await self._customer(tx, customer_id)
+
+        return await self._run(body)
+
+    async def _customer(self, tx: Tx, customer_id: str, lock: bool = False) -> Customer:
+        row = await tx.fetchrow(
+            f"SELECT * FROM customers WHERE id = $1{self.for_update if lock else ''}", customer_id
+        )
+        if row is None:
+            raise UnknownCustomer(f"no customer {customer_id!r}")
+        return customer_from_row(row)
+
+    async def update_customer(self, customer_id: str, update: CustomerUpdate) -> Customer:
+        async def body(tx: Tx) -> Customer:
+            current = await self._customer(tx, customer_id, lock=True)
+            if update.tier is not None:
+                await self._require_tier(tx, update.tier)
+            cap = None if update.clear_concurrency_cap else current.concurrency_cap
+            updated = replace(
+                current,
+                tier=update.tier if update.tier is not None else current.tier,
+                name=update.name if update.name is not None else current.name,
+                weight=update.weight if update.weight is not None else current.weight,
+                concurrency_cap=update.concurrency_cap
+                if update.concurrency_cap is not None
+                else cap,
+                alert_thresholds=update.alert_thresholds
+                if update.alert_thresholds is not None
+                else current.alert_thresholds,
+            )
+            await tx.execute(
+                "UPDATE customers SET tier = $2, name = $3, weight = $4, concurrency_cap = $5,"
+                " alert_thresholds = $6 WHERE id = $1",
+                customer_id,
+                updated.tier,
+                updated.name,
+                updated.weight,
+                updated.concurrency_cap,
+                dumps(dict(updated.alert_thresholds)),
+            )
+            return updated
+
+        return await self._run(body)
+
+    async def list_customers(self) -> list[Customer]:
+        async def body(tx: Tx) -> list[Customer]:
+            return [
+                customer_from_row(r) for r in await tx.fetch("SELECT * FROM customers ORDER BY id")
+            ]
+
+        return await self._run(body)
+
+    # --- workload types ------------------------------------------------------------------------
+
+    async def register_type(self, wtype: WorkloadType) -> WorkloadType:
+        if not wtype.name or not wtype.version:
+            raise InvalidInput("a workload type needs a name and a version")
+        text = encode_type(wtype)
+        now = self._now()
+
+        async def body(tx: Tx) -> WorkloadType:
+            row = await tx.fetchrow(
+                "INSERT INTO workload_types (name, version, spec, created_at)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING created_at",
+                wtype.name,
+                wtype.version,
+                text,
+                now,
+            )
+            if row is not None:
+                return replace(wtype, created_at=now)
+            existing = await tx.fetchrow(
+                "SELECT spec, created_at FROM workload_types WHERE name = $1 AND version = $2",
+                wtype.name,
+                wtype.version,
+            )
+            assert existing is not None
+            if existing["spec"] != text:
+                raise Conflict(
+                    f"workload type {wtype.name}@{wtype.version} is registered with other content"
+                )
+            return decode_type(existing["spec"], existing["created_at"])
+
+        return await self._run(body)
+
+    async def get_type(self, name: str, version: str | None = None) -> WorkloadType:
+        async def body(tx: Tx) -> WorkloadType:
+            return await self._type(tx, name, version)
+
+        return await self._run(body)
+
+    async def list_types(self) -> list[WorkloadType]:
+        async def body(tx: Tx) -> list[WorkloadType]:
+            rows = await tx.fetch("SELECT * FROM workload_types ORDER BY name, seq")
+            return [decode_type(r["spec"], r["created_at"]) for r in rows]
+
+        return await self._run(body)
+
+    # --- workloads -----------------------------------------------------------------------------
+
+    def _check_spec(self, spec: WorkloadSpec) -> str:
+        """Validate what a client submitted; return the params as JSON text."""
+        try:
+            params = dumps(dict(spec.params))
+            json.dumps(dict(spec.labels))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"params and labels must be JSON: {exc}") from exc
+        if len(params.encode()) > self._limits.max_params_bytes:
+            raise PayloadTooLarge(
+                f"params of {len(params.encode())} bytes exceed {self._limits.max_params_bytes}"
+            )
+        if not 1 <= spec.replicas <= self._limits.max_replicas:
+            raise InvalidInput(f"replicas must be within 1..{self._limits.max_replicas}")
+        if spec.mode not in set(Mode):
+            raise InvalidInput(f"unknown mode {spec.mode!r}")
+        return params
+
+    async def _by_idempotency_key(
+        self, tx: Tx, spec: WorkloadSpec, digest: str
+    ) -> SubmitResult | None:
+        row = await tx.fetchrow(
+            "SELECT * FROM workloads WHERE customer_id = $1 AND idempotency_key = $2",
+            spec.customer_id,
+            spec.idempotency_key,
+        )
+        if row is None:
+            return None
+        if row["spec_digest"] != digest:
+            raise IdempotencyConflict(
+                f"idempotency key {spec.idempotency_key!r} was used with a different workload"
+            )
+        return SubmitResult(workload_from_row(row), created=False)
+
+    async def submit_workload(self, spec: WorkloadSpec, actor: str) -> SubmitResult:
+        params = self._check_spec(spec)
+        digest = spec_digest(spec)
+        now = self._now()
+
+        async def body(tx: Tx) -> SubmitResult:
+            if spec.idempotency_key is not None:
+                existing = await self._by_idempotency_key(tx, spec, digest)
+                if existing is not None:
+                    return existing
+            customer = await self._customer(tx, spec.customer_id)
+            wtype = await self._type(tx, spec.type_name, spec.type_version)
+            workload = Workload(
+                id=f"w-{uuid.uuid4().hex}",
+                customer_id=customer.id,
+                type_name=wtype.name,
+                type_version=wtype.version,
+                params=json.loads(params),
+                mode=spec.mode,
+                replicas=spec.replicas,
+                affinity=spec.affinity,
+                priority=spec.priority,
+                idempotency_key=spec.idempotency_key,
+                labels=dict(spec.labels),
+                state=S.PENDING,
+                created_at=now,
+                updated_at=now,
+            )
+            inserted = await tx.fetchrow(
+                "INSERT INTO workloads (id, customer_id, type_name, type_version, params,"
+                " spec_digest, mode, replicas, affinity, priority, idempotency_key, labels, state,"
+                " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+                " $12, $13, $14, $15) ON CONFLICT DO NOTHING RETURNING id",
+                workload.id,
+                workload.customer_id,
+                workload.type_name,
+                workload.type_version,
+                params,
+                digest,
+                workload.mode.value,
+                workload.replicas,
+                encode_affinity(workload.affinity),
+                workload.priority,
+                workload.idempotency_key,
+                dumps(dict(workload.labels)),
+                workload.state.value,
+                now,
+                now,
+            )
+            if inserted is None:
+                # A concurrent submit with the same key committed first: return its workload.
+                existing = await self._by_idempotency_key(tx, spec, digest)
+                assert existing is not None
+                return existing
+            await self._insert_replicas(tx, workload, range(workload.replicas), now)
+            await tx.execute(
+                INSERT_EVENT,
+                *event_values(
+                    Event(
+                        id=0,
+                        kind="workload.submitted",
+                        at=now,
+                        actor=actor,
+                        workload_id=workload.id,
+                        customer_id=workload.customer_id,
+                        data={"type": f"{workload.type_name}@{workload.type_version}"},
+                    )
+                ),
+            )
+            return SubmitResult(workload, created=True)
+
+        return await self._run(body)
+
+    async def _insert_replicas(
+        self, tx: Tx, workload: Workload, indexes: Iterable[int], now: float
+    ) -> None:
+        rows = [
+            ReplicaRow(
+                Replica(workload.id, i, S.PENDING, fence=0, attempt=1, enqueued_at=now),
+                customer_id=workload.customer_id,
+                checkpoint_fence=0,
+            )
+            for i in indexes
+        ]
+        await tx.executemany(INSERT_REPLICA, [replica_values(r) for r in rows])
+
+    async def get_workload(self, workload_id: str) -> Workload:
+        async def body(tx: Tx) -> Workload:
+            return await self._workload(tx, workload_id)
+
+        return await self._run(body)
+
+    async def list_workloads(self, query: WorkloadFilter) -> Page:
+        conditions: list[str] = []
+        args: list[object] = []
+        for column, value in (
+            ("customer_id", query.customer_id),
+            ("state", query.state.value if query.state is not None else None),
+            ("type_name", query.type_name),
+        ):
+            if value is not None:
+                args.append(value)
+                conditions.append(f"{column} = ${len(args)}")
+        if query.cursor is not None:
+            try:
+                after = int(query.cursor)
+            except ValueError as exc:
+                raise InvalidInput(f"bad cursor {query.cursor!r}") from exc
+            args.append(after)
+            conditions.append(f"seq < ${len(args)}")
+        limit = max(1, min(query.limit, 1000))
+        args.append(limit + 1)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = f"SELECT * FROM workloads {where} ORDER BY seq DESC LIMIT ${len(args)}"
+
+        async def body(tx: Tx) -> Page:
+            rows = await tx.fetch(sql, *args)
+            items = tuple(workload_from_row(r) for r in rows[:limit])
+            more = len(rows) > limit
+            return Page(items, str(rows[limit - 1]["seq"]) if more else None)
+
+        return await self._run(body)
+
+    async def get_replica(self, key: ReplicaKey) -> Replica:
+        async def body(tx: Tx) -> Replica:
+            row = await tx.fetchrow(
+                "SELECT * FROM replicas WHERE workload_id = $1 AND idx = $2",
+                key.workload_id,
+                key.index,
+            )
+            if row is None:
+                raise UnknownReplica(f"no replica {key}")
+            return replica_from_row(row).replica
+
+        return await self._run(body)
+
+    async def list_replicas(self, workload_id: str) -> list[Replica]:
+        async def body(tx: Tx) -> list[Replica]:
+            await self._workload(tx, workload_id)
+            rows = await tx.fetch(
+                "SELECT * FROM replicas WHERE workload_id = $1 ORDER BY idx", workload_id
+            )
+            return [replica_from_row(r).replica for r in rows]
+
+        return await self._run(body)
+
+    async def pending_replicas(self, limit: int = 100_000) -> list[Replica]:
+        now = self._now()
+
+        async def body(tx: Tx) -> list[Replica]:
+            batch = await self._load_where(tx, "state = 'retrying' AND not_before <= $1", now)
+            for row in list(batch.current.values()):
+                r = row.replica
+                if r.state is S.RETRYING and r.not_before <= now:
+                    batch.apply(
+                        changes.requeue(row, now=now, actor="coordinator", reason="backoff over")
+                    )
+            await self._persist(tx, batch, now)
+            rows = await tx.fetch(
+                "SELECT * FROM replicas WHERE state = 'pending' AND not_before <= $1"
+                " ORDER BY enqueued_at, workload_id, idx LIMIT $2",
+                now,
+                limit,
+            )
+            return [replica_from_row(r).replica for r in rows]
+
+        return await self._run(body)
+
+    async def active_replicas(self, worker_id: str | None = None) -> list[Replica]:
+        async def body(tx: Tx) -> list[Replica]:
+            if worker_id is None:
+                rows = await tx.fetch(
+                    f"SELECT * FROM replicas WHERE {_ACTIVE_SQL} ORDER BY workload_id, idx"
+                )
+            else:
+                rows = await tx.fetch(
+                    f"SELECT * FROM replicas WHERE {_ACTIVE_SQL} AND worker_id = $1"
+                    " ORDER BY workload_id, idx",
+                    worker_id,
+                )
+            return [replica_from_row(r).replica for r in rows]
+
+        return await self._run(body)
+
+    async def count_replicas_by_state(self) -> dict[tuple[str, str], int]:
+        async def body(tx: Tx) -> dict[tuple[str, str], int]:
+            rows = await tx.fetch(
+                "SELECT customer_id, state, count(*) AS n FROM replicas GROUP BY customer_id, state"
+            )
+            return {(r["customer_id"], r["state"]): int(r["n"]) for r in rows}
+
+        return await self._run(body)
+
+    # --- assignment and leases -----------------------------------------------------------------
+
+    async def assign_replicas(self, assignments: Sequence[Assignment]) -> list[Replica]:
+        now = self._now()
+
+        async def body(tx: Tx) -> list[Replica]:
+            batch = await self._load(tx, (a.key.workload_id for a in assignments))
+            assigned = []
+            for a in assignments:
+                row = batch.get(a.key)
+                if row is None or row.replica.fence != a.expected_fence:
+                    continue
+                if row.replica.state is not S.PENDING:
+                    continue
+                change = changes.assign(row, a.worker_id, a.lease_ttl_s, now)
+                assigned.append(batch.apply(change))
+            await self._persist(tx, batch, now)
+            return assigned
+
+        if not assignments:
+            return []
+        return await self._run(body)
+
+    async def renew_leases(
+        self, worker_id: str, renewals: Sequence[LeaseRenewal], ttl_s: float
+    ) -> RenewResult:
+        expires_at = self._now() + ttl_s
+
+        async def body(tx: Tx) -> RenewResult:
+            renewed = await self._renew(tx, worker_id, renewals, expires_at)
+            ok = tuple(r.key for r in renewals if r.key in renewed)
+            return RenewResult(ok, tuple(r.key for r in renewals if r.key not in renewed))
+
+        if not renewals:
+            return RenewResult((), ())
+        return await self._run(body)
+
+    async def extend_all_leases(self, ttl_s: float) -> int:
+        expires_at = self._now() + ttl_s
+
+        async def body(tx: Tx) -> int:
+            rows = await tx.fetch(
+                f"UPDATE replicas SET lease_expires_at = $1 WHERE {_ACTIVE_SQL} RETURNING idx",
+                expires_at,
+            )
+            return len(rows)
+
+        return await self._run(body)
+
+    async def _requeue_matching(
+        self, condition: str, args: Sequence[object], keep: Callable[[Replica], bool], reason: str
+    ) -> list[Replica]:
+        now = self._now()
+
+        async def body(tx: Tx) -> list[Replica]:
+            batch = await self._load_where(tx, condition, *args)
+            requeued = []
+            for row in list(batch.current.values()):
+                if row.replica.state in ACTIVE and keep(row.replica):
+                    change = changes.requeue(row, now=now, actor="coordinator", reason=reason)
+                    requeued.append(batch.apply(change))
+            await self._persist(tx, batch, now)
+            return requeued
+
+        return await self._run(body)
+
+    async def requeue_expired(self) -> list[Replica]:
+        now = self._now()
+        return await self._requeue_matching(
+            f"{_ACTIVE_SQL} AND lease_expires_at < $1",
+            (now,),
+            lambda r: r.lease_expires_at is not None and r.lease_expires_at < now,
+            "lease expired",
+        )
+
+    async def release_worker(self, worker_id: str, reason: str) -> list[Replica]:
+        return await self._requeue_matching(
+            f"{_ACTIVE_SQL} AND worker_id = $1",
+            (worker_id,),
+            lambda r: r.worker_id == worker_id,
+            reason,
+        )
+
+    # --- fenced writes -------------------------------------------------------------------------
+
+    async def apply_writes(self, writes: Sequence[FencedWrite]) -> list[WriteResult]:
+        now = self._now()
+
+        async def body(tx: Tx) -> list[WriteResult]:
+            batch = await self._load(tx, (w.key.workload_id for w in writes))
+            results: list[WriteResult] = []
+            for write in writes:
+                row = batch.get(write.key)
+                if row is None:
+                    results.append(UnknownReplica(f"no replica {write.key}"))
+                    continue
+                try:
+                    change = changes.judge(write, row, now, self._limits)
+                except NiyantaError as refused:
+                    results.append(refused)
+                    continue
+                replica = batch.apply(change)
+                if isinstance(write, SaveCheckpoint):
+                    assert change.checkpoint is not None
+                    results.append(change.checkpoint)
+                else:
+                    results.append(replica)
+            await self._persist(tx, batch, now)
+            return results
+
+        if not writes:
+            return []
+        return await self._run(body)
+
+    async def latest_checkpoint(self, key: ReplicaKey) -> Checkpoint | None:
+        async def body(tx: Tx) -> Checkpoint | None:
+            row = await tx.fetchrow(
+                "SELECT * FROM checkpoints WHERE workload_id = $1 AND idx = $2",
+                key.workload_id,
+                key.index,
+            )
+            if row is None:
+                return None
+            return Checkpoint(
+                row["workload_id"],
+                row["idx"],
+                row["seq"],
+                row["fence"],
+                bytes(row["data"]),
+                row["created_at"],
+            )
+
+        return await self._run(body)
+
+    # --- control by API ------------------------------------------------------------------------
+
+    async def _control(
+        self,
+        workload_id: str,
+        target: ReplicaState,
+        step: Callable[[ReplicaRow], Change | None],
+        actor: str,
+        reason: str,
+        handled_elsewhere: frozenset[ReplicaState] = frozenset(),
+    ) -> Workload:
+        """Apply ``step`` to every replica of a workload. IllegalTransition if no replica moved
+        and none is in ``handled_elsewhere`` (states the coordinator finishes itself)."""
+        now = self._now()
+
+        async def body(tx: Tx) -> Workload:
+            workload = await self._workload(tx, workload_id, lock=True)
+            batch = await self._load(tx, [workload_id])
+            rows = batch.of_workload(workload_id)
+            for row in rows:
+                change = step(row)
+                if change is not None:
+                    batch.apply(change)
+            if not batch.changes and not any(r.replica.state in handled_elsewhere for r in rows):
+                raise IllegalTransition(workload.state.value, target.value)
+            await self._persist(tx, batch, now)
+            await tx.execute(
+                INSERT_EVENT,
+                *event_values(
+                    Event(
+                        id=0,
+                        kind=f"workload.{target.value}",
+                        at=now,
+                        actor=actor,
+                        workload_id=workload_id,
+                        customer_id=workload.customer_id,
+                        reason=reason,
+                    )
+                ),
+            )
+            return await self._workload(tx, workload_id)
+
+        return await self._run(body)
+
+    async def cancel_workload(self, workload_id: str, actor: str, reason: str) -> Workload:
+        now = self._now()
+
+        def step(row: ReplicaRow) -> Change | None:
+            if row.replica.state in TERMINAL:
+                return None
+            return changes.cancel(row, now=now, actor=actor, reason=reason)
+
+        return await self._control(workload_id, S.CANCELLED, step, actor, reason)
+
+    async def pause_workload(self, workload_id: str, actor: str, reason: str) -> Workload:
+        """Queued replicas (pending, retrying) pause at once. Active ones keep running: the
+        coordinator asks their workers to checkpoint and yield, then releases them to paused
+        (``ReleaseReplica(to_state=PAUSED)``), so that their last checkpoint is not lost.
+        IllegalTransition when nothing is left to pause."""
+        now = self._now()
+
+        def step(row: ReplicaRow) -> Change | None:
+            if row.replica.state not in {S.PENDING, S.RETRYING}:
+                return None
+            return changes.move(row, S.PAUSED, now=now, actor=actor, reason=reason)
+
+        return await self._control(workload_id, S.PAUSED, step, actor, reason, ACTIVE)
+
+    async def resume_workload(self, workload_id: str, actor: str, reason: str) -> Workload:
+        now = self._now()
+
+        def step(row: ReplicaRow) -> Change | None:
+            if row.replica.state is not S.PAUSED:
+                return None
+            return changes.move(
+                row, S.PENDING, now=now, actor=actor, reason=reason, enqueued_at=now, not_before=now
+            )
+
+        return await self._control(workload_id, S.PENDING, step, actor, reason)
+
+    async def scale_workload(self, workload_id: str, replicas: int, actor: str) -> Workload:
+        if not 1 <= replicas <= self._limits.max_replicas:
+            raise InvalidInput(f"replicas must be within 1..{self._limits.max_replicas}")
+        now = self._now()
+
+        async def body(tx: Tx) -> Workload:
+            workload = await self._workload(tx, workload_id, lock=True)
+            if workload.mode is not Mode.CONTINUOUS:
+                raise InvalidInput("only continuous workloads scale")
+            batch = await self._load(tx, [workload_id])
+            rows = batch.of_workload(workload_id)
+            live = [r for r in rows if r.replica.state not in TERMINAL]
+            if not live:
+                raise IllegalTransition(workload.state.value, S.PENDING.value)
+            for row in sorted(live, key=lambda r: r.replica.index, reverse=True)[
+                : max(0, len(live) - replicas)
+            ]:
+                batch.apply(changes.cancel(row, now=now, actor=actor, reason="scaled down"))
+            await self._persist(tx, batch, now)
+            added = max(0, replicas - len(live))
+            if added:
+                start = rows[-1].replica.index + 1
+                await self._insert_replicas(tx, workload, range(start, start + added), now)
+            states = [r.replica.state for r in batch.of_workload(workload_id)]
+            state = workload_state([*states, *[S.PENDING] * added])
+            await tx.execute(
+                "UPDATE workloads SET replicas = $2, state = $3, updated_at = $4 WHERE id = $1",
+                workload_id,
+                replicas,
+                state.value,
+                now,
+            )
+            await tx.execute(
+                INSERT_EVENT,
+                *event_values(
+                    Event(
+                        id=0,
+                        kind="workload.scaled",
+                        at=now,
+                        actor=actor,
+                        workload_id=workload_id,
+                        customer_id=workload.customer_id,
+                        data={"from": len(live), "to": replicas},
+                    )
+                ),
+            )
+            return await self._workload(tx, workload_id)
+
+        return await self._run(body)
+
+    async def fail_stalled(self, key: ReplicaKey, fence: int, reason: str) -> Replica:
+        now = self._now()
+
+        async def body(tx: Tx) -> Replica:
+            workload = await self._workload(tx, key.workload_id)
+            wtype = await self._type(tx, workload.type_name, workload.type_version)
+            batch = await self._load(tx, [key.workload_id])
+            row = batch.get(key)
+            if row is None:
+                raise UnknownReplica(f"no replica {key}")
+            changes.check_fence(row, fence)
+            change = changes.stalled(row, wtype.retry, reason, now=now, actor="watchdog")
+            replica = batch.apply(change)
+            await self._persist(tx, batch, now)
+            return replica
+
+        return await self._run(body)
+
+    # --- events and history --------------------------------------------------------------------
+
+    async def append_event(self, event: Event) -> Event:
+        stamped = event if event.at else replace(event, at=self._now())
+
+        async def body(tx: Tx) -> Event:
+            row = await tx.fetchrow(f"{INSERT_EVENT} RETURNING id", *event_values(stamped))
+            assert row is not None
+            return replace(stamped, id=int(row["id"]))
+
+        return await self._run(body)
+
+    async def list_events(self, query: EventQuery) -> list[Event]:
+        args: list[object] = [query.after_id]
+        conditions = ["id > $1"]
+        for column, value in (
+            ("workload_id", query.workload_id),
+            ("customer_id", query.customer_id),
+        ):
+            if value is not None:
+                args.append(value)
+                conditions.append(f"{column} = ${len(args)}")
+        if query.kind_prefix:
+            args += [len(query.kind_prefix), query.kind_prefix]
+            conditions.append(f"substr(kind, 1, ${len(args) - 1}) = ${len(args)}")
+        for key, value in query.extra.items():
+            args += [key, value]
+            conditions.append(self._json_field_equals("data", len(args) - 1, len(args)))
+        args.append(max(1, min(query.limit, 10_000)))
+        sql = (
+            f"SELECT * FROM events WHERE {' AND '.join(conditions)} ORDER BY id LIMIT ${len(args)}"
+        )
+
+        async def body(tx: Tx) -> list[Event]:
+            return [event_from_row(r) for r in await tx.fetch(sql, *args)]
+
+        return await self._run(body)
+
+    async def list_transitions(self, workload_id: str) -> list[Transition]:
+        async def body(tx: Tx) -> list[Transition]:
+            rows = await tx.fetch(
+                "SELECT * FROM transitions WHERE workload_id = $1 ORDER BY id", workload_id
+            )
+            return [transition_from_row(r) for r in rows]
+
+        return await self._run(body)
+
+    # --- autoscaling ---------------------------------------------------------------------------
+
+    async def put_autoscale_policy(self, policy: AutoscalePolicy) -> AutoscalePolicy:
+        if not 0 <= policy.min_replicas <= policy.max_replicas or policy.max_step < 1:
+            raise InvalidInput("need 0 <= min_replicas <= max_replicas and max_step >= 1")
+
+        async def body(tx: Tx) -> AutoscalePolicy:
+            await self._customer(tx, policy.customer_id)
+            await tx.execute(
+                "INSERT INTO autoscale_policies (customer_id, type_name, min_replicas,"
+                " max_replicas, metric, target, cooldown_s, max_step) VALUES ($1, $2, $3, $4, $5,"
+                " $6, $7, $8) ON CONFLICT (customer_id, type_name) DO UPDATE SET"
+                " min_replicas = excluded.min_replicas, max_replicas = excluded.max_replicas,"
+                " metric = excluded.metric, target = excluded.target,"
+                " cooldown_s = excluded.cooldown_s, max_step = excluded.max_step",
+                policy.customer_id,
+                policy.type_name,
+                policy.min_replicas,
+                policy.max_replicas,
+                policy.metric,
+                float(policy.target),
+                float(policy.cooldown_s),
+                policy.max_step,
+            )
+            return policy
+
+        return await self._run(body)
+
+    async def get_autoscale_policy(self, customer_id: str, type_name: str) -> AutoscalePolicy:
+        async def body(tx: Tx) -> AutoscalePolicy:
+            row = await tx.fetchrow(
+                "SELECT * FROM autoscale_policies WHERE customer_id = $1 AND type_name = $2",
+                customer_id,
+                type_name,
+            )
+            if row is None:
+                raise NotFound(f"no autoscaling policy for {customer_id}/{type_name}")
+            return policy_from_row(row)
+
+        return await self._run(body)
+
+    async def list_autoscale_policies(self) -> list[AutoscalePolicy]:
+        async def body(tx: Tx) -> list[AutoscalePolicy]:
+            rows = await tx.fetch(
+                "SELECT * FROM autoscale_policies ORDER BY customer_id, type_name"
+            )
+            return [policy_from_row(r) for r in rows]
+
+        return await self._run(body)
+
+    async def delete_autoscale_policy(self, customer_id: str, type_name: str) -> None:
+        async def body(tx: Tx) -> None:
+            rows = await tx.fetch(
+                "DELETE FROM autoscale_policies WHERE customer_id = $1 AND type_name = $2"
+                " RETURNING customer_id",
+                customer_id,
+                type_name,
+            )
+            if not rows:
+                raise NotFound(f"no autoscaling policy for {customer_id}/{type_name}")
+
+        await self._run(body)
+
+    # --- coordinators and leadership -----------------------------------------------------------
+
+    async def acquire_leadership(self, name: str, holder: str, ttl_s: float) -> LeaderLease | None:
+        now = self._now()
+
+        async def body(tx: Tx) -> LeaderLease | None:
+            await tx.execute(
+                "INSERT INTO leader_leases (name, holder, term, expires_at)"
+                " VALUES ($1, '', 0, 0) ON CONFLICT DO NOTHING",
+                name,
+            )
+            row = await tx.fetchrow(
+                f"SELECT * FROM leader_leases WHERE name = $1{self.for_update}", name
+            )
+            assert row is not None
+            live = row["expires_at"] > now
+            if live and row["holder"] != holder:
+                return None
+            term = row["term"] if live else row["term"] + 1
+            await tx.execute(
+                "UPDATE leader_leases SET holder = $2, term = $3, expires_at = $4 WHERE name = $1",
+                name,
+                holder,
+                term,
+                now + ttl_s,
+            )
+            return LeaderLease(name, holder, term, now + ttl_s)
+
+        return await self._run(body)
+
+    async def resign_leadership(self, name: str, holder: str, term: int) -> None:
+        async def body(tx: Tx) -> None:
+            await tx.execute(
+                "UPDATE leader_leases SET expires_at = 0 WHERE name = $1 AND holder = $2"
+                " AND term = $3",
+                name,
+                holder,
+                term,
+            )
+
+        await self._run(body)
+
+    async def get_leader(self, name: str) -> LeaderLease | None:
+        now = self._now()
+
+        async def body(tx: Tx) -> LeaderLease | None:
+            row = await tx.fetchrow("SELECT * FROM leader_leases WHERE name = $1", name)
+            if row is None or row["expires_at"] <= now:
+                return None
+            return LeaderLease(row["name"], row["holder"], row["term"], row["expires_at"])
+
+        return await self._run(body)
+
+    async def heartbeat_coordinator(self, info: CoordinatorInfo) -> None:
+        seen = info.last_seen or self._now()
+
+        async def body(tx: Tx) -> None:
+            await tx.execute(
+                "INSERT INTO coordinators (id, url, last_seen) VALUES ($1, $2, $3)"
+                " ON CONFLICT (id) DO UPDATE SET url = excluded.url,"
+                " last_seen = excluded.last_seen",
+                info.id,
+                info.url,
+                seen,
+            )
+
+        await self._run(body)
+
+    async def list_coordinators(self) -> list[CoordinatorInfo]:
+        async def body(tx: Tx) -> list[CoordinatorInfo]:
+            rows = await tx.fetch("SELECT * FROM coordinators ORDER BY id")
+            return [CoordinatorInfo(r["id"], r["url"], r["last_seen"]) for r in rows]
+
+        return await self._run(body)
+
+
+def _transition_values(t: Transition | None) -> tuple[object, ...]:
+    assert t is not None
+    return (
+        t.workload_id,
+        t.index,
+        t.from_state.value,
+        t.to_state.value,
+        t.fence,
+        t.at,
+        t.actor,
+        t.reason,
+    )

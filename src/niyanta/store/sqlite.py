@@ -1,0 +1,143 @@
+"""SQLite backend: the embedded default (``sqlite:///path/to/niyanta.db``).
+
+One connection in WAL mode; transactions are serialised by an asyncio lock and opened with
+``BEGIN IMMEDIATE`` (which also orders writers from other processes, with a busy timeout).
+``synchronous=FULL``: in WAL mode every commit syncs the log, so a write the coordinator has
+acknowledged (a checkpoint, a completion) survives a power loss, not only a process crash. The
+fsync this costs per commit is what group commit (``apply_writes``) amortises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from functools import lru_cache
+from typing import TypeVar
+
+import aiosqlite
+
+from niyanta.clock import Clock
+from niyanta.errors import StoreUnavailable
+from niyanta.model import ReplicaKey
+from niyanta.store import migrate
+from niyanta.store.base import LeaseRenewal, StoreLimits
+from niyanta.store.codec import Row
+from niyanta.store.sql import SqlStore, Tx
+
+T = TypeVar("T")
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+@lru_cache(maxsize=512)
+def _to_sqlite(sql: str) -> str:
+    """``$1`` -> ``?1``: SQLite's numbered parameters."""
+    return _PLACEHOLDER.sub(r"?\1", sql)
+
+
+class SqliteTx:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, *args: object) -> list[Row]:
+        return list(await self._conn.execute_fetchall(_to_sqlite(sql), args))
+
+    async def fetchrow(self, sql: str, *args: object) -> Row | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def execute(self, sql: str, *args: object) -> None:
+        await self._conn.execute(_to_sqlite(sql), args)
+
+    async def executemany(self, sql: str, args: Sequence[Sequence[object]]) -> None:
+        await self._conn.executemany(_to_sqlite(sql), args)
+
+
+class SqliteStore(SqlStore):
+    dialect = "sqlite"
+
+    def __init__(
+        self,
+        path: str,
+        clock: Clock | None = None,
+        limits: StoreLimits | None = None,
+        synchronous: str = "FULL",
+    ) -> None:
+        super().__init__(clock, limits)
+        self.path = path
+        self._synchronous = synchronous
+        self._conn: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA busy_timeout=10000")
+        self._conn = conn
+        await self.migrate()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def migrate(self) -> int:
+        now = self._now()
+
+        async def body(tx: Tx) -> int:
+            return await migrate.apply(tx, self.dialect, now, "REAL")
+
+        return await self._run(body)
+
+    async def ping(self) -> bool:
+        async def body(tx: Tx) -> int:
+            row = await tx.fetchrow("SELECT max(version) AS v FROM schema_version")
+            return int(row["v"]) if row is not None and row["v"] is not None else 0
+
+        try:
+            return await self._run(body) == migrate.latest_version(self.dialect)
+        except (sqlite3.Error, StoreUnavailable):
+            return False
+
+    async def _run(self, body: Callable[[Tx], Awaitable[T]]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise StoreUnavailable("the SQLite store is not open")
+        async with self._lock:
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = await body(SqliteTx(conn))
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+            return result
+
+    def _any(self, column: str, param: int) -> str:
+        return f"{column} IN (SELECT value FROM json_each(${param}))"
+
+    def _list(self, values: Sequence[object]) -> object:
+        return json.dumps(list(values))
+
+    def _json_field_equals(self, column: str, key_param: int, value_param: int) -> str:
+        return f"json_extract({column}, '$.\"' || ${key_param} || '\"') = ${value_param}"
+
+    async def _renew(
+        self, tx: Tx, worker_id: str, renewals: Sequence[LeaseRenewal], expires_at: float
+    ) -> set[ReplicaKey]:
+        rows = await tx.fetch(
+            "UPDATE replicas SET lease_expires_at = $1 WHERE worker_id = $2"
+            " AND state IN ('scheduled', 'running') AND (workload_id, idx, fence) IN"
+            " (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($3))"
+            " RETURNING workload_id, idx",
+            expires_at,
+            worker_id,
+            json.dumps([[r.key.workload_id, r.key.index, r.fence] for r in renewals]),
+        )
+        return {ReplicaKey(r["workload_id"], r["idx"]) for r in rows}
