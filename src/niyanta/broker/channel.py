@@ -87,6 +87,10 @@ class Channel:
         self._dispatcher: asyncio.Task[None] | None = None
         self._held = False
 
+    @property
+    def transmit(self) -> Transmit:
+        return self._transmit
+
     def start(self, *, hold: bool = False) -> None:
         """Start handler dispatch; with ``hold`` messages wait until ``release()`` (while the
         worker's on_connect runs, replies still resolve)."""
