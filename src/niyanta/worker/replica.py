@@ -1,0 +1,287 @@
+"""One replica running on this worker: its context backend (checkpoints, progress, breakers), its
+lease, how it is stopped, and the Result it reports when it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import structlog
+
+from niyanta.broker.messages import (
+    AnyMessage,
+    CheckpointMsg,
+    InventoryItem,
+    Progress,
+    Refusal,
+    Result,
+    StartReplica,
+)
+from niyanta.clock import Clock
+from niyanta.errors import FencedOut, NiyantaError, PermanentError, TransientError
+from niyanta.model import ReplicaKey
+from niyanta.worker.circuit_breaker import BreakerBoard, CircuitBreaker
+from niyanta.worker.config import WorkerSettings
+from niyanta.worker.context import UNKNOWN_FENCE, WorkloadContext, decode_checkpoint
+from niyanta.worker.executor import Executor
+from niyanta.worker.outcome import Outcome, OutcomeKind, decide_outcome
+from niyanta.worker.registry import WorkloadDefinition
+
+FENCED_OUT = "fenced_out"
+REFUSALS_THAT_ARE_PERMANENT = frozenset({"too_large", "malformed"})
+
+
+class ReplicaPort(Protocol):
+    """What a replica needs of its worker."""
+
+    settings: WorkerSettings
+    clock: Clock
+    breakers: BreakerBoard
+    executor: Executor
+
+    async def deliver(self, message: AnyMessage, wanted: Callable[[], bool]) -> AnyMessage | None:
+        """Send a request until it is answered (same id on every retry) or no longer
+        ``wanted()``; None in the latter case."""
+        ...
+
+    async def post(self, message: AnyMessage) -> None:
+        """Send without waiting for an answer; a message that cannot be sent is dropped."""
+        ...
+
+
+class ReplicaRun:
+    def __init__(
+        self,
+        port: ReplicaPort,
+        start: StartReplica,
+        definition: WorkloadDefinition | None,
+        lookup_error: NiyantaError | None = None,
+    ) -> None:
+        self.key = ReplicaKey(start.workload_id, start.index)
+        self.fence = start.fence
+        self.type_name = start.type_name
+        self.lease_ttl_s = start.lease_ttl_s
+        self.lease_from = port.clock.monotonic()
+        """Monotonic time the current lease runs from (assignment, then each granted
+        heartbeat that listed this replica)."""
+        self._port = port
+        self._definition = definition
+        self._lookup_error = lookup_error
+        self.ctx = WorkloadContext(
+            backend=self,
+            params=start.params,
+            checkpoint=decode_checkpoint(start.checkpoint),
+            checkpoint_seq=start.checkpoint_seq,
+            fence_token=start.fence,
+            attempt=start.attempt,
+            customer=start.customer_id,
+            workload_id=start.workload_id,
+            replica=start.index,
+            worker_id=port.settings.worker_id,
+            type_name=start.type_name,
+        )
+        self.log = self.ctx.logger
+        self.task: asyncio.Task[None] | None = None
+        self._cutoff: asyncio.TimerHandle | None = None
+        self._progress = 0.0
+        self._metrics: dict[str, float] = {}
+        self._dirty = False
+        self._last_flush = float("-inf")
+        self._flusher: asyncio.Task[None] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def launch(self, on_finished: Callable[[ReplicaRun], None]) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"replica:{self.key}")
+        self.task.add_done_callback(lambda _: on_finished(self))
+
+    @property
+    def resources_cpu(self) -> float:
+        return self._definition.type.resources.cpu if self._definition else 0.0
+
+    @property
+    def resources_memory_mb(self) -> int:
+        return self._definition.type.resources.memory_mb if self._definition else 0
+
+    def inventory_item(self) -> InventoryItem:
+        return InventoryItem(
+            workload_id=self.key.workload_id,
+            index=self.key.index,
+            fence=self.fence,
+            checkpoint_seq=self.ctx.checkpoint_seq,
+        )
+
+    def stop(self, reason: str) -> None:
+        """Ask the workload to checkpoint and return; cut it off after the grace period."""
+        if reason == "fenced":
+            self.fence_out("stopped as fenced", at_once=False)
+            return
+        self.log.info("replica stop requested", reason=reason)
+        self.ctx.request_stop(reason)
+        self._cut_off_after(self._port.settings.stop_grace_s)
+
+    def fence_out(self, why: str, *, at_once: bool) -> None:
+        """This replica is no longer ours: write nothing more for it. ``at_once`` cancels the
+        workload now (lease lost); otherwise it gets the grace period to unwind."""
+        if not self.ctx.fenced:
+            self.log.warning("replica fenced out", why=why)
+        self.ctx.mark_fenced()
+        if at_once:
+            self._cut_off_after(0)
+        else:
+            self._cut_off_after(self._port.settings.stop_grace_s)
+
+    def lease_expired(self, now: float) -> bool:
+        return now - self.lease_from > self.lease_ttl_s
+
+    def _cut_off_after(self, delay: float) -> None:
+        task = self.task
+        if task is None or task.done():
+            return
+        if self._cutoff is not None:
+            if delay > 0:
+                return
+            self._cutoff.cancel()
+        self._cutoff = asyncio.get_running_loop().call_later(delay, task.cancel)
+
+    async def _run(self) -> None:
+        structlog.contextvars.bind_contextvars(
+            customer=self.ctx.customer,
+            workload=self.key.workload_id,
+            replica=self.key.index,
+            fence=self.fence,
+        )
+        outcome = await self._execute()
+        if self._cutoff is not None:
+            self._cutoff.cancel()
+        await self._flush_progress()
+        await self._report(outcome)
+
+    async def _execute(self) -> Outcome:
+        try:
+            if self._definition is None:
+                raise PermanentError(str(self._lookup_error))
+            result = await self._port.executor.run(self._definition, self.ctx, self)
+        except asyncio.CancelledError as exc:
+            # Cut off after a stop's grace period, or fenced at once: decide what to say
+            # (possibly nothing). The task itself is not cancelled any more from here on, unless
+            # the worker is closing, in which case the report below is cancelled in turn.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            return self._decide(error=exc)
+        except Exception as exc:
+            return self._decide(error=exc)
+        return self._decide(result=result)
+
+    def _decide(self, *, result: object = None, error: BaseException | None = None) -> Outcome:
+        outcome = decide_outcome(
+            stop_reason=self.ctx.stop_reason,
+            fenced=self.ctx.fenced,
+            failed_items=self.ctx.failed_items,
+            result=result,
+            error=error,
+        )
+        self.log.info(
+            "replica finished",
+            outcome=outcome.kind.value,
+            error_class=outcome.error_class,
+            error=outcome.error_message,
+        )
+        return outcome
+
+    async def _report(self, outcome: Outcome) -> None:
+        if outcome.kind is OutcomeKind.SILENT:
+            return
+        message = Result(
+            workload_id=self.key.workload_id,
+            index=self.key.index,
+            fence=self.fence,
+            outcome=outcome.kind.value,
+            result=outcome.result,
+            error_class=outcome.error_class.value if outcome.error_class else None,
+            error_message=outcome.error_message,
+            failed_items=outcome.failed_items,
+        )
+        reply = await self._port.deliver(message, self._may_write)
+        if isinstance(reply, Refusal):
+            log = self.log.info if reply.code == FENCED_OUT else self.log.error
+            log("result refused", code=reply.code, reason=reply.reason)
+
+    def _may_write(self) -> bool:
+        return not self.ctx.fenced
+
+    # --- ContextBackend ------------------------------------------------------------------------
+
+    async def write_checkpoint(self, seq: int, data: bytes) -> None:
+        message = CheckpointMsg(
+            workload_id=self.key.workload_id,
+            index=self.key.index,
+            fence=self.fence,
+            seq=seq,
+            data=data,
+        )
+        reply = await self._port.deliver(message, self._may_write)
+        if reply is None or (isinstance(reply, Refusal) and reply.code == FENCED_OUT):
+            self.fence_out("checkpoint refused", at_once=False)
+            raise FencedOut(self.key.workload_id, self.key.index, self.fence, UNKNOWN_FENCE)
+        if isinstance(reply, Refusal):
+            text = f"checkpoint refused: {reply.code}: {reply.reason}"
+            if reply.code in REFUSALS_THAT_ARE_PERMANENT:
+                raise PermanentError(text)
+            raise TransientError(text)
+
+    def report(self, progress: float | None, metrics: Mapping[str, float]) -> None:
+        if self.ctx.fenced:
+            return
+        if progress is not None:
+            self._progress = progress
+        self._metrics.update(metrics)
+        self._dirty = True
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_soon())
+
+    async def acquire_dependency(self, dependency: str) -> None:
+        await self._breaker(dependency).acquire()
+
+    def release_dependency(self, dependency: str, failure: bool | None) -> None:
+        breaker = self._breaker(dependency)
+        if failure is None:
+            breaker.abandon_probe()
+        elif failure:
+            breaker.record_failure()
+        else:
+            breaker.record_success()
+
+    def _breaker(self, dependency: str) -> CircuitBreaker:
+        policy = self._definition.breaker if self._definition else None
+        assert policy is not None, "a replica without a definition runs no workload code"
+        return self._port.breakers.get(self.type_name, dependency, policy)
+
+    async def _flush_soon(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self._last_flush + self._port.settings.progress_interval_s - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await self._flush_progress()
+
+    async def _flush_progress(self) -> None:
+        if self._flusher is not None and self._flusher is not asyncio.current_task():
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        if not self._dirty or self.ctx.fenced:
+            return
+        message = Progress(
+            workload_id=self.key.workload_id,
+            index=self.key.index,
+            fence=self.fence,
+            progress=self._progress,
+            metrics=self._metrics,
+        )
+        self._dirty = False
+        self._metrics = {}
+        self._last_flush = asyncio.get_running_loop().time()
+        await self._port.post(message)
