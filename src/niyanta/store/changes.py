@@ -211,7 +211,9 @@ def judge(write: FencedWrite, row: ReplicaRow, now: float, limits: StoreLimits) 
     actor = f"worker:{r.worker_id}" if r.worker_id else "coordinator"
     match write:
         case MarkRunning():
+            check_transition(r.state, S.RUNNING)
             if write.worker_id != r.worker_id:
+                # The token matches but another worker presents it: not the lease holder.
                 raise FencedOut(r.workload_id, r.index, write.fence, r.fence)
             return move(row, S.RUNNING, now=now, actor=actor, reason="started", started_at=now)
         case RecordProgress():
@@ -235,6 +237,7 @@ def judge(write: FencedWrite, row: ReplicaRow, now: float, limits: StoreLimits) 
         case FailReplica():
             return fail_attempt(row, write.error, write.retry_at, now=now, actor=actor)
         case ReleaseReplica():
+            _require_active(row, "release")
             if write.to_state not in {S.PENDING, S.PAUSED, S.CANCELLED}:
                 raise IllegalTransition(r.state.value, write.to_state.value)
             return hand_back(row, write.to_state, now=now, actor=actor, reason=write.reason)

@@ -1,0 +1,703 @@
+"""The Store contract, run against every backend: SQLite (a file per test) and PostgreSQL (a fresh
+database per test). Time comes from a FakeClock; nothing here sleeps to wait for time to pass."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from niyanta.clock import FakeClock
+from niyanta.errors import (
+    AlreadyExists,
+    CheckpointSeqConflict,
+    Conflict,
+    FencedOut,
+    IdempotencyConflict,
+    IllegalTransition,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    UnknownCustomer,
+    UnknownTier,
+    UnknownWorkload,
+    UnknownWorkloadType,
+)
+from niyanta.model import (
+    DEFAULT_TIERS,
+    AutoscalePolicy,
+    Checkpoint,
+    CoordinatorInfo,
+    Customer,
+    ErrorClass,
+    ErrorInfo,
+    Event,
+    Mode,
+    Replica,
+    ReplicaKey,
+    RetryPolicy,
+    Tier,
+    WorkloadSpec,
+    WorkloadType,
+)
+from niyanta.states import ACTIVE, ReplicaState, can_transition
+from niyanta.store.base import (
+    Assignment,
+    CompleteReplica,
+    CustomerUpdate,
+    EventQuery,
+    FailReplica,
+    FencedWrite,
+    LeaseRenewal,
+    MarkRunning,
+    RecordProgress,
+    ReleaseReplica,
+    SaveCheckpoint,
+    Store,
+    StoreLimits,
+    WorkloadFilter,
+    WriteResult,
+)
+from niyanta.store.factory import open_store
+from niyanta.store.group_commit import GroupCommitter
+
+S = ReplicaState
+CUSTOMER = "acme"
+TYPE = "crunch"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'niyanta.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def store(store_url: str, clock: FakeClock) -> AsyncIterator[Store]:
+    opened = await open_store(store_url, clock, StoreLimits(max_params_bytes=1024))
+    await opened.create_customer(Customer(CUSTOMER, "gold"))
+    await opened.register_type(
+        WorkloadType(TYPE, retry=RetryPolicy(max_attempts=2, initial_backoff_s=10, jitter=0))
+    )
+    yield opened
+    await opened.close()
+
+
+async def submit(store: Store, replicas: int = 1, **spec: object) -> str:
+    result = await store.submit_workload(
+        WorkloadSpec(CUSTOMER, TYPE, replicas=replicas, **spec),  # type: ignore[arg-type]
+        "test",
+    )
+    return result.workload.id
+
+
+async def assign(store: Store, key: ReplicaKey, worker: str = "w1", ttl: float = 10) -> Replica:
+    current = await store.get_replica(key)
+    [replica] = await store.assign_replicas([Assignment(key, worker, ttl, current.fence)])
+    return replica
+
+
+async def write(store: Store, w: FencedWrite) -> WriteResult:
+    [result] = await store.apply_writes([w])
+    return result
+
+
+async def running(store: Store, worker: str = "w1") -> Replica:
+    key = ReplicaKey(await submit(store), 0)
+    r = await assign(store, key, worker)
+    result = await write(store, MarkRunning(key, r.fence, worker))
+    assert isinstance(result, Replica)
+    return result
+
+
+# --- migrations, tiers, customers, types -------------------------------------------------------
+
+
+async def test_migrations_run_twice_and_reopen_keeps_data(store: Store, store_url: str) -> None:
+    wid = await submit(store)
+    version = await store.migrate()
+    assert await store.migrate() == version >= 1
+    again = await open_store(store_url)
+    try:
+        assert await again.ping()
+        assert (await again.get_workload(wid)).id == wid
+        assert [t.name for t in await again.list_tiers()] == [t.name for t in DEFAULT_TIERS]
+    finally:
+        await again.close()
+
+
+async def test_default_tiers_seeded_and_tiers_upserted(store: Store) -> None:
+    assert await store.list_tiers() == sorted(DEFAULT_TIERS, key=lambda t: -t.priority)
+    await store.upsert_tier(Tier("gold", 350, weight=5.0, concurrency_cap=None))
+    gold = next(t for t in await store.list_tiers() if t.name == "gold")
+    assert (gold.priority, gold.weight, gold.concurrency_cap) == (350, 5.0, None)
+
+
+async def test_customers(store: Store, clock: FakeClock) -> None:
+    with pytest.raises(AlreadyExists):
+        await store.create_customer(Customer(CUSTOMER, "gold"))
+    with pytest.raises(UnknownTier):
+        await store.create_customer(Customer("other", "diamond"))
+    with pytest.raises(UnknownCustomer):
+        await store.get_customer("nobody")
+    updated = await store.update_customer(
+        CUSTOMER, CustomerUpdate(tier="platinum", concurrency_cap=7, alert_thresholds={"x": 1.0})
+    )
+    assert (updated.tier, updated.concurrency_cap, dict(updated.alert_thresholds)) == (
+        "platinum",
+        7,
+        {"x": 1.0},
+    )
+    cleared = await store.update_customer(CUSTOMER, CustomerUpdate(clear_concurrency_cap=True))
+    assert cleared.concurrency_cap is None
+    assert await store.get_customer(CUSTOMER) == cleared
+    assert cleared.created_at == clock.now()
+    with pytest.raises(UnknownTier):
+        await store.update_customer(CUSTOMER, CustomerUpdate(tier="diamond"))
+    assert [c.id for c in await store.list_customers()] == [CUSTOMER]
+
+
+async def test_workload_types_are_versioned_and_idempotent(store: Store) -> None:
+    v2 = WorkloadType(TYPE, version="2", timeout_s=30.0)
+    assert (await store.register_type(v2)).timeout_s == 30.0
+    assert (await store.register_type(v2)).version == "2"
+    with pytest.raises(Conflict):
+        await store.register_type(WorkloadType(TYPE, version="2", timeout_s=60.0))
+    assert (await store.get_type(TYPE)).version == "2"
+    assert (await store.get_type(TYPE, "1")).retry.max_attempts == 2
+    with pytest.raises(UnknownWorkloadType):
+        await store.get_type(TYPE, "9")
+    assert [(t.name, t.version) for t in await store.list_types()] == [(TYPE, "1"), (TYPE, "2")]
+
+
+# --- submit ------------------------------------------------------------------------------------
+
+
+async def test_submit_creates_pending_replicas_and_an_event(store: Store) -> None:
+    wid = await submit(store, replicas=3, mode=Mode.CONTINUOUS, params={"n": 1})
+    workload = await store.get_workload(wid)
+    assert (workload.state, workload.replicas, dict(workload.params)) == (S.PENDING, 3, {"n": 1})
+    replicas = await store.list_replicas(wid)
+    assert [(r.index, r.state, r.fence) for r in replicas] == [(i, S.PENDING, 0) for i in range(3)]
+    events = await store.list_events(EventQuery(workload_id=wid))
+    assert [e.kind for e in events] == ["workload.submitted"]
+
+
+async def test_bad_input_raises_typed_errors(store: Store) -> None:
+    with pytest.raises(UnknownCustomer):
+        await store.submit_workload(WorkloadSpec("nobody", TYPE), "test")
+    with pytest.raises(UnknownWorkloadType):
+        await store.submit_workload(WorkloadSpec(CUSTOMER, "nothing"), "test")
+    with pytest.raises(PayloadTooLarge):
+        await store.submit_workload(WorkloadSpec(CUSTOMER, TYPE, {"blob": "x" * 2000}), "test")
+    with pytest.raises(InvalidInput):
+        await store.submit_workload(WorkloadSpec(CUSTOMER, TYPE, replicas=0), "test")
+    with pytest.raises(InvalidInput):
+        await store.submit_workload(WorkloadSpec(CUSTOMER, TYPE, {"f": object()}), "test")
+    with pytest.raises(UnknownWorkload):
+        await store.get_workload("w-missing")
+    with pytest.raises(InvalidInput):
+        await store.list_workloads(WorkloadFilter(cursor="not-a-cursor"))
+    assert (await store.list_workloads(WorkloadFilter())).items == ()
+
+
+async def test_idempotent_submit(store: Store) -> None:
+    spec = WorkloadSpec(CUSTOMER, TYPE, {"n": 1}, idempotency_key="k1")
+    first = await store.submit_workload(spec, "test")
+    again = await store.submit_workload(spec, "test")
+    assert first.created and not again.created
+    assert again.workload.id == first.workload.id
+    with pytest.raises(IdempotencyConflict):
+        await store.submit_workload(
+            WorkloadSpec(CUSTOMER, TYPE, {"n": 2}, idempotency_key="k1"), "test"
+        )
+
+
+async def test_concurrent_duplicate_submits_make_one_workload(store: Store) -> None:
+    spec = WorkloadSpec(CUSTOMER, TYPE, {"n": 1}, idempotency_key="dup")
+    results = await asyncio.gather(*(store.submit_workload(spec, "test") for _ in range(40)))
+    assert len({r.workload.id for r in results}) == 1
+    assert sum(r.created for r in results) == 1
+    page = await store.list_workloads(WorkloadFilter(customer_id=CUSTOMER))
+    assert len(page.items) == 1
+    assert len(await store.list_replicas(page.items[0].id)) == 1
+
+
+async def test_pagination_newest_first_with_cursor(store: Store) -> None:
+    await store.create_customer(Customer("other", "bronze"))
+    ids = [await submit(store) for _ in range(7)]
+    await store.submit_workload(WorkloadSpec("other", TYPE), "test")
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = await store.list_workloads(
+            WorkloadFilter(customer_id=CUSTOMER, limit=3, cursor=cursor)
+        )
+        seen += [w.id for w in page.items]
+        pages += 1
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert pages == 3
+    assert seen == list(reversed(ids))
+    assert len((await store.list_workloads(WorkloadFilter(limit=100))).items) == 8
+    await running(store)
+    by_state = await store.list_workloads(WorkloadFilter(state=S.RUNNING))
+    assert [w.state for w in by_state.items] == [S.RUNNING]
+    assert (await store.list_workloads(WorkloadFilter(type_name="other-type"))).items == ()
+
+
+# --- the lifecycle -----------------------------------------------------------------------------
+
+
+async def replica_in(store: Store, clock: FakeClock, state: ReplicaState) -> Replica:
+    """A fresh replica driven through the store into ``state``."""
+    key = ReplicaKey(await submit(store), 0)
+    if state is S.PENDING:
+        return await store.get_replica(key)
+    if state is S.PAUSED:
+        await store.pause_workload(key.workload_id, "test", "hold")
+        return await store.get_replica(key)
+    if state is S.CANCELLED:
+        await store.cancel_workload(key.workload_id, "test", "stop")
+        return await store.get_replica(key)
+    r = await assign(store, key)
+    if state is S.SCHEDULED:
+        return r
+    await write(store, MarkRunning(key, r.fence, "w1"))
+    final: dict[ReplicaState, FencedWrite] = {
+        S.RUNNING: RecordProgress(key, r.fence, 0.1),
+        S.SUCCEEDED: CompleteReplica(key, r.fence, {"ok": True}),
+        S.FAILED: FailReplica(key, r.fence, ErrorInfo(ErrorClass.PERMANENT, "boom")),
+        S.RETRYING: FailReplica(
+            key, r.fence, ErrorInfo(ErrorClass.TRANSIENT, "flaky"), clock.now() + 60
+        ),
+    }
+    result = await write(store, final[state])
+    assert isinstance(result, Replica)
+    assert result.state is state
+    return result
+
+
+def fenced_writes(r: Replica) -> list[tuple[FencedWrite, ReplicaState]]:
+    """Every fenced write a worker can make, with the state it asks for."""
+    key, fence = r.key, r.fence
+    error = ErrorInfo(ErrorClass.TRANSIENT, "x")
+    return [
+        (MarkRunning(key, fence, r.worker_id or "w1"), S.RUNNING),
+        (CompleteReplica(key, fence), S.SUCCEEDED),
+        (FailReplica(key, fence, error, retry_at=1.0), S.RETRYING),
+        (FailReplica(key, fence, error), S.FAILED),
+        (ReleaseReplica(key, fence, "drain", S.PENDING), S.PENDING),
+        (ReleaseReplica(key, fence, "pause", S.PAUSED), S.PAUSED),
+        (ReleaseReplica(key, fence, "cancel", S.CANCELLED), S.CANCELLED),
+    ]
+
+
+async def test_every_fenced_transition_legal_and_illegal(store: Store, clock: FakeClock) -> None:
+    """For each state and each write: applied exactly when the table allows it (releases only
+    from a worker's active states); otherwise IllegalTransition and nothing changes."""
+    checked = 0
+    for state in ReplicaState:
+        for case in range(7):
+            r = await replica_in(store, clock, state)
+            w, target = fenced_writes(r)[case]
+            history = await store.list_transitions(r.key.workload_id)
+            legal = can_transition(state, target) and (
+                not isinstance(w, ReleaseReplica) or state in ACTIVE
+            )
+            result = await write(store, w)
+            after = await store.get_replica(r.key)
+            if legal:
+                assert isinstance(result, Replica), (state, w, result)
+                assert after.state is target
+                last = (await store.list_transitions(r.key.workload_id))[-1]
+                assert (last.from_state, last.to_state) == (state, target)
+            else:
+                assert isinstance(result, IllegalTransition), (state, w, result)
+                assert after == r
+                assert await store.list_transitions(r.key.workload_id) == history
+            checked += 1
+    assert checked == len(ReplicaState) * 7
+
+
+async def test_transitions_and_events_recorded_with_state_changes(store: Store) -> None:
+    r = await running(store)
+    await write(store, CompleteReplica(r.key, r.fence, {"answer": 42}))
+    transitions = await store.list_transitions(r.key.workload_id)
+    assert [(t.from_state, t.to_state, t.fence) for t in transitions] == [
+        (S.PENDING, S.SCHEDULED, 1),
+        (S.SCHEDULED, S.RUNNING, 1),
+        (S.RUNNING, S.SUCCEEDED, 1),
+    ]
+    events = await store.list_events(EventQuery(workload_id=r.key.workload_id))
+    assert [e.kind for e in events] == [
+        "workload.submitted",
+        "replica.scheduled",
+        "replica.running",
+        "replica.succeeded",
+    ]
+    done = await store.get_replica(r.key)
+    assert (done.result, done.progress) == ({"answer": 42}, 1.0)
+    assert (await store.get_workload(r.key.workload_id)).state is S.SUCCEEDED
+
+
+async def test_api_control_cancel_pause_resume(store: Store) -> None:
+    r = await running(store)
+    queued = ReplicaKey(await submit(store), 0)
+    paused = await store.pause_workload(queued.workload_id, "api", "hold")
+    assert paused.state is S.PAUSED
+    with pytest.raises(IllegalTransition):
+        await store.pause_workload(queued.workload_id, "api", "again")
+    resumed = await store.resume_workload(queued.workload_id, "api", "go")
+    assert resumed.state is S.PENDING
+    with pytest.raises(IllegalTransition):
+        await store.resume_workload(queued.workload_id, "api", "again")
+    # A running replica keeps running on pause: the coordinator makes it yield, then releases it.
+    assert (await store.pause_workload(r.key.workload_id, "api", "hold")).state is S.RUNNING
+    cancelled = await store.cancel_workload(r.key.workload_id, "api", "stop")
+    assert cancelled.state is S.CANCELLED
+    after = await store.get_replica(r.key)
+    assert (after.state, after.fence) == (S.CANCELLED, r.fence + 1)
+    stale = await write(store, SaveCheckpoint(r.key, r.fence, 1, b"late"))
+    assert isinstance(stale, FencedOut)
+    with pytest.raises(IllegalTransition):
+        await store.cancel_workload(r.key.workload_id, "api", "again")
+    with pytest.raises(UnknownWorkload):
+        await store.cancel_workload("w-missing", "api", "x")
+
+
+async def test_scale_continuous_workload(store: Store) -> None:
+    wid = await submit(store, replicas=2, mode=Mode.CONTINUOUS)
+    r0 = await assign(store, ReplicaKey(wid, 0))
+    scaled = await store.scale_workload(wid, 4, "autoscaler")
+    assert scaled.replicas == 4
+    assert [r.index for r in await store.list_replicas(wid)] == [0, 1, 2, 3]
+    await store.scale_workload(wid, 1, "autoscaler")
+    states = [(r.index, r.state) for r in await store.list_replicas(wid)]
+    assert states == [(0, S.SCHEDULED), (1, S.CANCELLED), (2, S.CANCELLED), (3, S.CANCELLED)]
+    assert (await store.get_replica(r0.key)).fence == r0.fence
+    with pytest.raises(InvalidInput):
+        await store.scale_workload(await submit(store), 3, "autoscaler")
+
+
+# --- leases and fencing ------------------------------------------------------------------------
+
+
+async def test_assignment_skips_replicas_that_moved_on(store: Store) -> None:
+    key = ReplicaKey(await submit(store), 0)
+    first = await store.assign_replicas([Assignment(key, "w1", 10, 0)])
+    assert [(r.fence, r.worker_id, r.state) for r in first] == [(1, "w1", S.SCHEDULED)]
+    assert await store.assign_replicas([Assignment(key, "w2", 10, 0)]) == []
+    assert (await store.get_replica(key)).worker_id == "w1"
+
+
+async def test_lease_expiry_requeues_exactly_the_expired(store: Store, clock: FakeClock) -> None:
+    short = [await assign(store, ReplicaKey(await submit(store), 0), ttl=5) for _ in range(3)]
+    long = [await assign(store, ReplicaKey(await submit(store), 0), ttl=60) for _ in range(2)]
+    renewed = short[0]
+    clock.advance(4)
+    result = await store.renew_leases("w1", [LeaseRenewal(renewed.key, renewed.fence)], 30)
+    assert result.renewed == (renewed.key,)
+    clock.advance(2)
+    expired = await store.requeue_expired()
+    assert sorted(r.key for r in expired) == sorted(r.key for r in short[1:])
+    for before in short[1:]:
+        after = await store.get_replica(before.key)
+        assert (after.state, after.fence, after.worker_id) == (S.PENDING, before.fence + 1, None)
+        assert after.previous_worker == "w1"
+        late = await write(store, RecordProgress(before.key, before.fence, 0.5))
+        assert isinstance(late, FencedOut)
+        assert (late.presented, late.current) == (before.fence, before.fence + 1)
+    for kept in [renewed, *long]:
+        assert (await store.get_replica(kept.key)).state is S.SCHEDULED
+    assert await store.requeue_expired() == []
+    stale = await store.renew_leases("w1", [LeaseRenewal(short[1].key, short[1].fence)], 30)
+    assert stale.fenced == (short[1].key,)
+
+
+async def test_renew_one_thousand_leases_in_one_call(store: Store, clock: FakeClock) -> None:
+    wid = await submit(store, replicas=1000, mode=Mode.CONTINUOUS)
+    keys = [ReplicaKey(wid, i) for i in range(1000)]
+    assigned = await store.assign_replicas([Assignment(k, "w1", 5, 0) for k in keys])
+    assert len(assigned) == 1000
+    renewals = [LeaseRenewal(r.key, r.fence) for r in assigned[:990]]
+    renewals += [LeaseRenewal(r.key, r.fence + 7) for r in assigned[990:]]
+    result = await store.renew_leases("w1", renewals, 30)
+    assert len(result.renewed) == 990
+    assert result.fenced == tuple(r.key for r in assigned[990:])
+    assert (await store.renew_leases("w2", renewals[:5], 30)).fenced == tuple(
+        r.key for r in renewals[:5]
+    )
+    clock.advance(10)
+    assert sorted(r.key for r in await store.requeue_expired()) == list(result.fenced)
+    assert await store.extend_all_leases(60) == 990
+
+
+async def test_release_worker_requeues_its_replicas(store: Store) -> None:
+    mine = [await running(store, "w1") for _ in range(2)]
+    other = await running(store, "w2")
+    released = await store.release_worker("w1", "connection lost")
+    assert sorted(r.key for r in released) == sorted(r.key for r in mine)
+    assert [r.key for r in await store.active_replicas()] == [other.key]
+    assert [r.key for r in await store.active_replicas("w2")] == [other.key]
+    assert await store.count_replicas_by_state() == {
+        (CUSTOMER, "pending"): 2,
+        (CUSTOMER, "running"): 1,
+    }
+
+
+async def test_fencing_race_only_the_current_token_wins(store: Store) -> None:
+    old = await running(store, "w1")
+    await store.release_worker("w1", "presumed dead")
+    new = await assign(store, old.key, "w2")
+    assert new.fence > old.fence
+    writes: list[FencedWrite] = []
+    for i in range(300):
+        fence = new.fence if i % 3 == 0 else old.fence
+        writes.append(RecordProgress(old.key, fence, i / 300))
+    writes += [SaveCheckpoint(old.key, old.fence, 1000 + i, b"stale") for i in range(50)]
+    writes.append(SaveCheckpoint(old.key, new.fence, 1, b"fresh"))
+    results = await asyncio.gather(*(write(store, w) for w in writes))
+    for w, result in zip(writes, results, strict=True):
+        if w.fence == new.fence:
+            assert isinstance(result, Replica | Checkpoint), result
+        else:
+            assert isinstance(result, FencedOut), result
+            assert (result.presented, result.current) == (old.fence, new.fence)
+    latest = await store.latest_checkpoint(old.key)
+    assert latest is not None
+    assert (latest.seq, latest.fence, latest.data) == (1, new.fence, b"fresh")
+
+
+class CountingStore:
+    """Counts the transactions the group committer opens."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.transactions = 0
+
+    async def apply_writes(self, writes: Sequence[FencedWrite]) -> list[WriteResult]:
+        self.transactions += 1
+        return await self.store.apply_writes(writes)
+
+
+async def test_group_committer_resolves_each_caller(store: Store) -> None:
+    counting = CountingStore(store)
+    committer = GroupCommitter(counting)
+    replicas = [await running(store) for _ in range(8)]
+
+    async def checkpoints(r: Replica, fence: int) -> list[object]:
+        outcomes: list[object] = []
+        for seq in range(1, 21):
+            try:
+                outcomes.append(await committer.submit(SaveCheckpoint(r.key, fence, seq, b"s")))
+            except FencedOut as refused:
+                outcomes.append(refused)
+        return outcomes
+
+    current = asyncio.gather(*(checkpoints(r, r.fence) for r in replicas))
+    stale = asyncio.gather(*(checkpoints(r, r.fence - 1) for r in replicas))
+    good, bad = await asyncio.gather(current, stale)
+    await committer.close()
+    for r, outcomes in zip(replicas, good, strict=True):
+        assert [o.seq for o in outcomes if isinstance(o, Checkpoint)] == list(range(1, 21))
+        assert (await store.get_replica(r.key)).checkpoint_seq == 20
+    assert all(isinstance(o, FencedOut) for outcomes in bad for o in outcomes)
+    assert counting.transactions < 8 * 40 / 4
+
+
+async def test_checkpoints_advance_and_resume_point(store: Store, clock: FakeClock) -> None:
+    r = await running(store)
+    assert await store.latest_checkpoint(r.key) is None
+    saved = await write(store, SaveCheckpoint(r.key, r.fence, 3, b"three"))
+    assert isinstance(saved, Checkpoint) and saved.created_at == clock.now()
+    repeat = await write(store, SaveCheckpoint(r.key, r.fence, 3, b"three"))
+    assert isinstance(repeat, Checkpoint) and repeat.seq == 3
+    assert isinstance(
+        await write(store, SaveCheckpoint(r.key, r.fence, 2, b"two")), CheckpointSeqConflict
+    )
+    assert isinstance(
+        await write(store, SaveCheckpoint(r.key, r.fence, 4, b"x" * (16 * 1024 * 1024 + 1))),
+        PayloadTooLarge,
+    )
+    await write(store, ReleaseReplica(r.key, r.fence, "preempted"))
+    again = await assign(store, r.key, "w2")
+    assert (again.resumed_from_seq, again.checkpoint_seq, again.previous_worker) == (3, 3, "w1")
+    latest = await store.latest_checkpoint(r.key)
+    assert latest is not None and (latest.seq, latest.data, latest.fence) == (3, b"three", r.fence)
+
+
+async def test_retry_backoff_returns_to_pending(store: Store, clock: FakeClock) -> None:
+    r = await running(store)
+    error = ErrorInfo(ErrorClass.TRANSIENT, "flaky")
+    retried = await write(store, FailReplica(r.key, r.fence, error, retry_at=clock.now() + 30))
+    assert isinstance(retried, Replica)
+    assert (retried.state, retried.attempt, retried.worker_id) == (S.RETRYING, 2, None)
+    assert await store.pending_replicas() == []
+    clock.advance(31)
+    [pending] = await store.pending_replicas()
+    assert (pending.key, pending.state, pending.attempt, pending.error) == (
+        r.key,
+        S.PENDING,
+        2,
+        error,
+    )
+    assert (await store.get_workload(r.key.workload_id)).state is S.PENDING
+
+
+async def test_fail_stalled_retries_then_fails(store: Store, clock: FakeClock) -> None:
+    r = await running(store)
+    with pytest.raises(FencedOut):
+        await store.fail_stalled(r.key, r.fence + 1, "no checkpoint")
+    stalled = await store.fail_stalled(r.key, r.fence, "no checkpoint")
+    assert (stalled.state, stalled.fence, stalled.attempt) == (S.RETRYING, r.fence + 1, 2)
+    assert stalled.not_before == clock.now() + 10
+    assert stalled.error is not None and stalled.error.error_class is ErrorClass.STALLED
+    clock.advance(11)
+    await store.pending_replicas()
+    second = await assign(store, r.key)
+    await write(store, MarkRunning(r.key, second.fence, "w1"))
+    final = await store.fail_stalled(r.key, second.fence, "no checkpoint")
+    assert final.state is S.FAILED
+    assert (await store.get_workload(r.key.workload_id)).state is S.FAILED
+
+
+# --- events, autoscaling, leadership -----------------------------------------------------------
+
+
+async def test_events_append_and_query(store: Store, clock: FakeClock) -> None:
+    wid = await submit(store)
+    alert = await store.append_event(
+        Event(0, "alert.raised", 0.0, "monitor", customer_id=CUSTOMER, data={"rule": "queue"})
+    )
+    assert alert.id > 0 and alert.at == clock.now()
+    await store.append_event(Event(0, "alert.raised", 1.0, "monitor", data={"rule": "errors"}))
+    alerts = await store.list_events(EventQuery(kind_prefix="alert."))
+    assert [e.data["rule"] for e in alerts] == ["queue", "errors"]
+    only = await store.list_events(EventQuery(kind_prefix="alert.", extra={"rule": "errors"}))
+    assert [e.data["rule"] for e in only] == ["errors"]
+    assert [e.kind for e in await store.list_events(EventQuery(customer_id=CUSTOMER))] == [
+        "workload.submitted",
+        "alert.raised",
+    ]
+    after = await store.list_events(EventQuery(after_id=alerts[0].id))
+    assert [e.id for e in after] == [alerts[1].id]
+    assert [e.workload_id for e in await store.list_events(EventQuery(limit=1))] == [wid]
+
+
+async def test_autoscale_policies(store: Store) -> None:
+    policy = AutoscalePolicy(CUSTOMER, TYPE, 1, 8, "queue_depth", 10.0)
+    assert await store.put_autoscale_policy(policy) == policy
+    changed = AutoscalePolicy(CUSTOMER, TYPE, 2, 9, "lag", 5.0, cooldown_s=10.0, max_step=2)
+    await store.put_autoscale_policy(changed)
+    assert await store.get_autoscale_policy(CUSTOMER, TYPE) == changed
+    assert await store.list_autoscale_policies() == [changed]
+    with pytest.raises(InvalidInput):
+        await store.put_autoscale_policy(AutoscalePolicy(CUSTOMER, TYPE, 5, 2, "lag", 1.0))
+    with pytest.raises(UnknownCustomer):
+        await store.put_autoscale_policy(AutoscalePolicy("nobody", TYPE, 1, 2, "lag", 1.0))
+    await store.delete_autoscale_policy(CUSTOMER, TYPE)
+    with pytest.raises(NotFound):
+        await store.get_autoscale_policy(CUSTOMER, TYPE)
+    with pytest.raises(NotFound):
+        await store.delete_autoscale_policy(CUSTOMER, TYPE)
+
+
+async def test_leader_lease_one_leader_then_takeover(store: Store, clock: FakeClock) -> None:
+    contenders = ["c1", "c2", "c3"]
+    leases = await asyncio.gather(*(store.acquire_leadership("main", c, 10) for c in contenders))
+    won = [lease for lease in leases if lease is not None]
+    assert len(won) == 1
+    leader = won[0]
+    assert leader.term == 1
+    assert await store.get_leader("main") == leader
+    clock.advance(5)
+    renewed = await store.acquire_leadership("main", leader.holder, 10)
+    assert renewed is not None and renewed.term == 1
+    other = next(c for c in contenders if c != leader.holder)
+    assert await store.acquire_leadership("main", other, 10) is None
+    clock.advance(11)
+    assert await store.get_leader("main") is None
+    takeover = await store.acquire_leadership("main", other, 10)
+    assert takeover is not None and (takeover.holder, takeover.term) == (other, 2)
+    assert await store.acquire_leadership("main", leader.holder, 10) is None
+    await store.resign_leadership("main", other, 2)
+    assert await store.get_leader("main") is None
+    back = await store.acquire_leadership("main", leader.holder, 10)
+    assert back is not None and back.term == 3
+
+
+async def test_coordinators_heartbeat(store: Store, clock: FakeClock) -> None:
+    await store.heartbeat_coordinator(CoordinatorInfo("c1", "http://a:8080", 0.0))
+    clock.advance(3)
+    await store.heartbeat_coordinator(CoordinatorInfo("c1", "http://a:8081", 0.0))
+    await store.heartbeat_coordinator(CoordinatorInfo("c2", "http://b:8080", 0.0))
+    assert await store.list_coordinators() == [
+        CoordinatorInfo("c1", "http://a:8081", clock.now()),
+        CoordinatorInfo("c2", "http://b:8080", clock.now()),
+    ]
+
+
+# --- durability (SQLite) -----------------------------------------------------------------------
+
+WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from niyanta.model import Customer, WorkloadSpec, WorkloadType
+    from niyanta.store.factory import open_store
+
+    async def main() -> None:
+        store = await open_store(sys.argv[1])
+        await store.create_customer(Customer("acme", "gold"))
+        await store.register_type(WorkloadType("crunch"))
+        while True:
+            result = await store.submit_workload(
+                WorkloadSpec("acme", "crunch", {"pad": "x" * 500}), "writer"
+            )
+            print(result.workload.id, flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_sqlite_file_survives_sigkill_mid_write(tmp_path: Path) -> None:
+    path = tmp_path / "killed.db"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", WRITER, f"sqlite:///{path}", stdout=asyncio.subprocess.PIPE
+    )
+    assert child.stdout is not None
+    committed: list[str] = []
+    try:
+        while len(committed) < 150:
+            line = await asyncio.wait_for(child.stdout.readline(), 30)
+            assert line, "the writer exited early"
+            committed.append(line.decode().strip())
+    finally:
+        child.kill()
+        await child.wait()
+    assert child.returncode == -9
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    reopened = await open_store(f"sqlite:///{path}")
+    try:
+        page = await reopened.list_workloads(WorkloadFilter(limit=1000))
+        assert set(committed) <= {w.id for w in page.items}
+        for wid in committed[-5:]:
+            assert [r.state for r in await reopened.list_replicas(wid)] == [S.PENDING]
+    finally:
+        await reopened.close()
