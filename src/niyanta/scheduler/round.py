@@ -1,0 +1,254 @@
+"""One scheduling round: every pending replica is placed, or left pending with a reason.
+
+Bands are served from the highest tier down (``ordering``); within a band customers take
+weighted fair turns, and each turn places the customer's next replica that fits (``search``),
+subject to caps and held guarantees (``quotas``). A replica that finds no free capacity and may
+preempt asks lower-tier replicas to yield (``preemption``); it stays pending until they do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from niyanta.model import ReplicaKey, Tier
+from niyanta.scheduler import reasons
+from niyanta.scheduler.cluster import Cluster, Shape
+from niyanta.scheduler.ordering import FairQueue, band_of, queue_key, tier_ranks
+from niyanta.scheduler.preemption import fewest_victims, victim_order, victims_rank
+from niyanta.scheduler.quotas import Quotas
+from niyanta.scheduler.search import Miss, Need, build_need, find_worker, worker_allows
+from niyanta.scheduler.types import (
+    PendingReason,
+    PendingReplica,
+    Placement,
+    Preemption,
+    RunningReplica,
+    SchedulerDecision,
+    SchedulerInput,
+)
+
+Band = dict[str, list[PendingReplica]]
+"""Pending replicas of one band by customer."""
+
+
+def schedule(inp: SchedulerInput) -> SchedulerDecision:
+    """Decide one round. Pure: the same input gives the same decision."""
+    return _Round(inp).run()
+
+
+class _Round:
+    def __init__(self, inp: SchedulerInput) -> None:
+        self.inp = inp
+        self.tiers = inp.tiers
+        self.cluster = Cluster(inp.workers, inp.running, inp.policy)
+        self.quotas = Quotas(inp.tiers, inp.customers, inp.running)
+        self.placements: list[Placement] = []
+        self.preemptions: list[Preemption] = []
+        self.reasons: dict[ReplicaKey, str] = {}
+        self.busy_tiers: set[str] = set()
+        """Tiers that placed or waited for capacity this round (for "waiting behind")."""
+        self.victims: set[ReplicaKey] = set()
+        self.promised: dict[int, tuple[int, float, float]] = {}
+        """Per worker: (slots, cpu, memory) freed by chosen victims minus what their
+        preemptors will take."""
+        self.unmatched: dict[object, str] = {}
+        known = [
+            r for r in inp.running if r.tier in self.tiers and r.worker_id in self.cluster.index
+        ]
+        self.lowest_running = min((self.tiers[r.tier].priority for r in known), default=None)
+
+    def run(self) -> SchedulerDecision:
+        ranks = tier_ranks(self.tiers)
+        bands: list[Band] = [{} for _ in ranks]
+        placeable: list[PendingReplica] = []
+        for replica in self.inp.pending:
+            rank = ranks.get(replica.tier)
+            if rank is None:
+                self.reasons[replica.key] = reasons.unknown_tier(replica.tier)
+                continue
+            placeable.append(replica)
+            served_in = band_of(rank, self.inp.now - replica.enqueued_at, self.inp.aging_s)
+            bands[served_in].setdefault(replica.customer_id, []).append(replica)
+        self.cluster.track(placeable)
+        for band in bands:
+            self._serve(band)
+        pending = tuple(
+            PendingReason(r.key, self.reasons[r.key])
+            for r in self.inp.pending
+            if r.key in self.reasons
+        )
+        return SchedulerDecision(tuple(self.placements), tuple(self.preemptions), pending)
+
+    def _serve(self, band: Band) -> None:
+        # Each queue is reversed so that ``pop()`` yields the customer's next replica.
+        queues = {c: sorted(rs, key=queue_key, reverse=True) for c, rs in band.items()}
+        fair = FairQueue(
+            (c, self.quotas.weight(c, self.tiers[q[0].tier]), self.quotas.held.get(c, 0))
+            for c, q in sorted(queues.items())
+        )
+        while (customer := fair.next()) is not None:
+            queue = queues[customer]
+            placed = False
+            while queue and not placed:
+                replica = queue.pop()
+                tier = self.tiers[replica.tier]
+                cap = self.quotas.cap(customer, tier)
+                if cap is not None and self.quotas.at_cap(customer, cap):
+                    reason = reasons.at_cap(customer, cap)
+                    self.reasons[replica.key] = reason
+                    for waiting in queue:
+                        self.reasons[waiting.key] = reason
+                    queue.clear()
+                    break
+                placed = self._place(replica, tier)
+            if placed:
+                fair.charge(customer)
+            else:
+                fair.drop(customer)
+
+    def _place(self, replica: PendingReplica, tier: Tier) -> bool:
+        cluster = self.cluster
+        hold = self.quotas.hold_against(tier)
+        if hold is not None and cluster.free_slot_total - hold.slots < 1:
+            self.reasons[replica.key] = reasons.held_for(hold.for_tier)
+            return False
+        affinity = replica.affinity
+        shape: Shape | None = None
+        if affinity.worker is not None:
+            found = self._named_worker(replica)
+            if found is None:
+                return False
+            candidates: Sequence[int] = (found,)
+            need = build_need(cluster, replica)
+            result: int | Miss = Miss.NO_FIT
+            if cluster.key[found] is not None:
+                result = worker_allows(cluster, found, need) or found
+        else:
+            shape = cluster.shape(replica.type_name, affinity.required, affinity.preferred)
+            if not shape.groups:
+                self.reasons[replica.key] = self._unmatched(replica)
+                return False
+            need = build_need(cluster, replica)
+            result = find_worker(cluster, shape, need)
+            candidates = ()
+        if not isinstance(result, Miss):
+            cluster.place(result, replica)
+            self.quotas.charge(replica.customer_id, replica.tier)
+            self.busy_tiers.add(replica.tier)
+            self.placements.append(Placement(replica.key, cluster.views[result].id, replica.fence))
+            return True
+        if result is Miss.ANTI_AFFINITY:
+            self.reasons[replica.key] = reasons.anti_affinity(affinity.anti)
+        elif result is Miss.SPREAD:
+            self.reasons[replica.key] = reasons.spread(affinity.spread or "")
+        else:
+            self._wait_for_capacity(replica, tier, need, shape, candidates)
+        return False
+
+    def _named_worker(self, replica: PendingReplica) -> int | None:
+        name = replica.affinity.worker or ""
+        i = self.cluster.index.get(name)
+        view = None if i is None else self.cluster.views[i]
+        refusal = reasons.named_worker_refuses(
+            name, view, replica.type_name, replica.affinity.required
+        )
+        if refusal is not None:
+            self.reasons[replica.key] = refusal
+            return None
+        return i
+
+    def _unmatched(self, replica: PendingReplica) -> str:
+        key = (replica.type_name, replica.affinity.required)
+        reason = self.unmatched.get(key)
+        if reason is None:
+            reason = reasons.no_matching_worker(
+                self.cluster.views, replica.type_name, replica.affinity.required
+            )
+            self.unmatched[key] = reason
+        return reason
+
+    def _wait_for_capacity(
+        self,
+        replica: PendingReplica,
+        tier: Tier,
+        need: Need,
+        shape: Shape | None,
+        candidates: Sequence[int],
+    ) -> None:
+        self.quotas.note_waiting(tier)
+        if tier.may_preempt or self.quotas.entitled(tier):
+            if shape is not None:
+                candidates = [i for g in shape.groups for c in g.classes for i in c.members]
+            if self._preempt(replica, tier, need, candidates):
+                self.busy_tiers.add(replica.tier)
+                return
+        above = [t for t in self.busy_tiers if self.tiers[t].priority > tier.priority]
+        self.busy_tiers.add(replica.tier)
+        if above:
+            highest = max(above, key=lambda t: (self.tiers[t].priority, t))
+            self.reasons[replica.key] = reasons.waiting_behind(highest)
+        else:
+            self.reasons[replica.key] = reasons.no_free_capacity(replica.resources)
+
+    def _preempt(
+        self, replica: PendingReplica, tier: Tier, need: Need, candidates: Sequence[int]
+    ) -> bool:
+        if self.lowest_running is None or self.lowest_running >= tier.priority:
+            return False
+        cluster = self.cluster
+        order = victim_order(self._priority)
+        best: tuple[tuple[int, tuple[int, ...], int], tuple[RunningReplica, ...]] | None = None
+        for i in candidates:
+            if _blocked(cluster, i, need):
+                continue
+            victims = [
+                r
+                for r in cluster.running_on[i]
+                if r.tier in self.tiers
+                and self.tiers[r.tier].priority < tier.priority
+                and r.key not in self.victims
+            ]
+            if not victims:
+                continue
+            slots, cpu, memory = self.promised.get(i, (0, 0.0, 0.0))
+            short = (
+                1 - (cluster.free_slots[i] + slots),
+                need.cpu - (cluster.free_cpu[i] + cpu),
+                need.memory - (cluster.free_memory[i] + memory),
+            )
+            if max(short) <= 0:
+                continue  # it fits already: something other than capacity keeps it out
+            chosen = fewest_victims(sorted(victims, key=order), *short)
+            if chosen is None:
+                continue
+            rank = victims_rank(chosen, self._priority, i)
+            if best is None or rank < best[0]:
+                best = (rank, chosen)
+        if best is None:
+            return False
+        (_, _, i), chosen = best
+        worker = cluster.views[i].id
+        slots, cpu, memory = self.promised.get(i, (0, 0.0, 0.0))
+        self.promised[i] = (
+            slots + len(chosen) - 1,
+            cpu + sum(v.resources.cpu for v in chosen) - need.cpu,
+            memory + sum(v.resources.memory_mb for v in chosen) - need.memory,
+        )
+        for victim in chosen:
+            self.victims.add(victim.key)
+            self.preemptions.append(Preemption(victim.key, worker, replica.key))
+        self.reasons[replica.key] = reasons.preempting(len(chosen), worker)
+        return True
+
+    def _priority(self, tier: str) -> int:
+        return self.tiers[tier].priority
+
+
+def _blocked(cluster: Cluster, i: int, need: Need) -> bool:
+    """Whether anti-affinity or spread keeps the replica off worker ``i`` whatever yields."""
+    why = worker_allows(
+        cluster,
+        i,
+        Need(0.0, 0.0, need.anti, need.spread_workers, need.topology_key, need.topology_used, None),
+    )
+    return why is not None
