@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from urllib.parse import quote
 
 from starlette.routing import WebSocketRoute
@@ -41,6 +42,9 @@ BROKER_PATH = "/v1/broker"
 PING_INTERVAL_S = 1.0
 PING_TIMEOUT_S = 2.0
 UNAUTHORIZED_CLOSE_CODE = 1008
+STABLE_CONNECTION_S = 1.0
+"""Only a connection that lasted this long resets the backoff, so that a coordinator that accepts
+and then closes at once (a refused token) is not redialled in a tight loop."""
 FRAME_SLACK = 2
 """Frames up to this many times the message limit are read, so that an oversized message gets a
 ``too_large`` Refusal instead of the connection being torn down by the WebSocket layer."""
@@ -300,9 +304,11 @@ class WebSocketLink:
                 log.info("broker: cannot reach %s: %r", url, exc)
                 await asyncio.sleep(self._backoff.next_delay())
                 continue
+            connected_at = time.monotonic()
             if await self._serve(ws):
                 attempt -= 1  # reconnect to the coordinator that worked first
-                self._backoff.reset()
+                if time.monotonic() - connected_at > STABLE_CONNECTION_S:
+                    self._backoff.reset()
             await asyncio.sleep(self._backoff.next_delay())
 
     async def _serve(self, ws: ClientConnection) -> bool:
