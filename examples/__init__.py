@@ -1,0 +1,1 @@
+"""Example workloads for Niyanta; importing a module registers its workload types."""
