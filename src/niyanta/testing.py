@@ -30,8 +30,8 @@ from niyanta.worker.circuit_breaker import BreakerBoard, BreakerPolicy, CircuitB
 from niyanta.worker.context import (
     UNKNOWN_FENCE,
     WorkloadContext,
-    decode_checkpoint,
-    encode_checkpoint,
+    decode_json,
+    encode_json,
 )
 from niyanta.worker.outcome import decide_outcome
 from niyanta.worker.registry import Handler, Registry, WorkloadDefinition, default_registry
@@ -88,7 +88,7 @@ class _RecordingBackend:
             self._run.refused_writes += 1
             raise FencedOut(ctx.workload_id, ctx.replica, ctx.fence_token, UNKNOWN_FENCE)
         await asyncio.sleep(0)  # a real write yields to the event loop too
-        self._run.checkpoints.append(decode_checkpoint(data))
+        self._run.checkpoints.append(decode_json(data))
         if self._stop_after is not None and len(self._run.checkpoints) >= self._stop_after:
             ctx.request_stop(self._stop_reason)
 
@@ -156,10 +156,10 @@ async def run_workload(
         stop_reason,
         fence_after_writes,
     )
-    resume = decode_checkpoint(encode_checkpoint(checkpoint)) if checkpoint is not None else None
+    resume = decode_json(encode_json(checkpoint)) if checkpoint is not None else None
     ctx = WorkloadContext(
         backend=backend,
-        params=decode_checkpoint(encode_checkpoint(dict(params or {}))),
+        params=decode_json(encode_json(dict(params or {}), "params")),
         checkpoint=resume,
         checkpoint_seq=checkpoint_seq if checkpoint_seq is not None else int(resume is not None),
         fence_token=fence,
@@ -175,7 +175,7 @@ async def run_workload(
     error: BaseException | None = None
     try:
         result = await handler(ctx)
-        encode_checkpoint(result)  # a result must be JSON, as it is stored
+        encode_json(result, "result")  # a result must be JSON, as it is stored
     except Exception as exc:
         error = exc
     outcome = decide_outcome(

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
-from niyanta.errors import FencedOut
+from niyanta.errors import FencedOut, PermanentError
 from niyanta.model import JSON
 from niyanta.worker.circuit_breaker import counts_as_dependency_failure
 
@@ -44,11 +44,15 @@ class ContextBackend(Protocol):
         ...
 
 
-def encode_checkpoint(state: JSON) -> bytes:
-    return json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode()
+def encode_json(value: JSON, what: str = "checkpoint") -> bytes:
+    """Compact UTF-8 JSON; a value that is not JSON is a bug in the workload (permanent)."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise PermanentError(f"the {what} is not JSON: {exc}") from exc
 
 
-def decode_checkpoint(data: bytes | None) -> JSON:
+def decode_json(data: bytes | None) -> JSON:
     return None if data is None else json.loads(data)
 
 
@@ -142,7 +146,7 @@ class WorkloadContext:
         Returns once the coordinator acknowledged it; raises ``niyanta.FencedOut`` when the
         replica is no longer this worker's (then nothing more is written for it)."""
         self._ensure_not_fenced()
-        data = encode_checkpoint(state)
+        data = encode_json(state)
         seq = self.checkpoint_seq + 1
         try:
             await self._backend.write_checkpoint(seq, data)

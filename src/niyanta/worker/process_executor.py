@@ -32,8 +32,8 @@ from niyanta.worker.context import (
     UNKNOWN_FENCE,
     ContextBackend,
     WorkloadContext,
-    decode_checkpoint,
-    encode_checkpoint,
+    decode_json,
+    encode_json,
 )
 from niyanta.worker.outcome import ReportedFailure, classify_error, describe_error
 from niyanta.worker.registry import WorkloadDefinition, import_entrypoint
@@ -103,7 +103,7 @@ async def run_in_child(
         entrypoint=entrypoint,
         type_name=definition.type.name,
         params=dict(ctx.params),
-        checkpoint=None if ctx.checkpoint is None else encode_checkpoint(ctx.checkpoint),
+        checkpoint=None if ctx.checkpoint is None else encode_json(ctx.checkpoint),
         checkpoint_seq=ctx.checkpoint_seq,
         fence=ctx.fence_token,
         attempt=ctx.attempt,
@@ -213,7 +213,7 @@ class _ParentSession:
             self._send(("reply", request_id, False))
             return
         self._ctx.checkpoint_seq = seq
-        self._ctx.checkpoint = decode_checkpoint(data)
+        self._ctx.checkpoint = decode_json(data)
         self._send(("reply", request_id, True))
 
     async def _acquire(self, request_id: int, dependency: str) -> None:
@@ -283,7 +283,7 @@ async def _child_run(conn: Connection, spec: ChildSpec, handler: Any) -> None:
     ctx = WorkloadContext(
         backend=backend,
         params=spec.params,
-        checkpoint=decode_checkpoint(spec.checkpoint),
+        checkpoint=decode_json(spec.checkpoint),
         checkpoint_seq=spec.checkpoint_seq,
         fence_token=spec.fence,
         attempt=spec.attempt,

@@ -24,7 +24,7 @@ from niyanta.errors import FencedOut, NiyantaError, PermanentError, TransientErr
 from niyanta.model import ReplicaKey
 from niyanta.worker.circuit_breaker import BreakerBoard, CircuitBreaker
 from niyanta.worker.config import WorkerSettings
-from niyanta.worker.context import UNKNOWN_FENCE, WorkloadContext, decode_checkpoint
+from niyanta.worker.context import UNKNOWN_FENCE, WorkloadContext, decode_json, encode_json
 from niyanta.worker.executor import Executor
 from niyanta.worker.outcome import Outcome, OutcomeKind, decide_outcome
 from niyanta.worker.registry import WorkloadDefinition
@@ -72,7 +72,7 @@ class ReplicaRun:
         self.ctx = WorkloadContext(
             backend=self,
             params=start.params,
-            checkpoint=decode_checkpoint(start.checkpoint),
+            checkpoint=decode_json(start.checkpoint),
             checkpoint_seq=start.checkpoint_seq,
             fence_token=start.fence,
             attempt=start.attempt,
@@ -164,6 +164,7 @@ class ReplicaRun:
             if self._definition is None:
                 raise PermanentError(str(self._lookup_error))
             result = await self._port.executor.run(self._definition, self.ctx, self)
+            encode_json(result, "result")  # refused here, not by the encoder of the Result
         except asyncio.CancelledError as exc:
             # Cut off after a stop's grace period, or fenced at once: decide what to say
             # (possibly nothing). The task itself is not cancelled any more from here on, unless
