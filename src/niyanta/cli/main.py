@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from niyanta.cli import customers, types, workers, workloads
+from niyanta.cli import customers, serve, store, types, workers, workloads
 from niyanta.cli.context import CliState, NiyantaGroup
 from niyanta.client import DEFAULT_COORDINATOR_URL, parse_coordinator_urls
 
@@ -52,4 +52,6 @@ app.command()(workloads.events)
 app.command()(workers.workers)
 app.command()(workers.drain)
 app.command()(types.types)
+app.command()(serve.worker)
 app.add_typer(customers.app, name="customers")
+app.add_typer(store.app, name="store")

@@ -44,18 +44,13 @@ def workers(ctx: typer.Context, output: OutputOption = OutputFormat.TABLE) -> No
                     state_text(worker.get("state")),
                     format_labels(worker.get("labels")),
                     _slots(worker),
-                    text(_count(worker.get("running"))),
+                    str(len(worker.get("running") or [])),
                     format_age(worker.get("last_seen")),
                 )
                 for worker in items
             ),
         )
     )
-
-
-def _count(running: object) -> object:
-    """``running`` is a list of replicas or a count, depending on what the coordinator sends."""
-    return len(running) if isinstance(running, list) else running
 
 
 def drain(

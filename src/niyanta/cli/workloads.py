@@ -214,7 +214,7 @@ def list_workloads(
                     text(workload.get("type")),
                     state_text(workload.get("state")),
                     progress_cell(workload_progress(workload)),
-                    str(len(_replicas(workload)) or text(workload.get("replica_count"))),
+                    text(workload.get("replica_count")),
                     format_age(workload.get("created_at")),
                 )
                 for workload in page.items
