@@ -132,6 +132,8 @@ class WorkloadContext:
 
     async def sleep(self, seconds: float) -> bool:
         """Sleep, waking early when the replica is asked to stop; True if it was."""
+        if self._stopped.is_set():
+            return True
         try:
             await asyncio.wait_for(self._stopped.wait(), timeout=seconds)
         except TimeoutError:
