@@ -350,6 +350,8 @@ async def test_transitions_and_events_recorded_with_state_changes(store: Store) 
         "replica.running",
         "replica.succeeded",
     ]
+    assert dict(events[2].data) == {"from": "scheduled", "fence": 1, "attempt": 1}
+    assert (events[2].actor, events[2].customer_id, events[2].index) == ("worker:w1", CUSTOMER, 0)
     done = await store.get_replica(r.key)
     assert (done.result, done.progress) == ({"answer": 42}, 1.0)
     assert (await store.get_workload(r.key.workload_id)).state is S.SUCCEEDED

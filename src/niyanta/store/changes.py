@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from niyanta.errors import CheckpointSeqConflict, FencedOut, IllegalTransition, PayloadTooLarge
-from niyanta.model import Checkpoint, ErrorClass, ErrorInfo, Event, RetryPolicy, Transition
+from niyanta.model import Checkpoint, ErrorClass, ErrorInfo, RetryPolicy, Transition
 from niyanta.states import ACTIVE, ReplicaState, check_transition
 from niyanta.store.base import (
     CompleteReplica,
@@ -32,34 +32,15 @@ S = ReplicaState
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One replica's row after a change, and what must be recorded with it."""
+    """One replica's row after a change, and what must be recorded with it. A transition is
+    recorded twice, in the same transaction: as a ``transitions`` row and as a
+    ``replica.<to_state>`` event (see ``Many.HISTORY``)."""
 
     after: ReplicaRow
     transition: Transition | None = None
     checkpoint: Checkpoint | None = None
     checkpoint_is_new: bool = True
     """False when a repeated SaveCheckpoint is acknowledged without writing."""
-
-    def event(self) -> Event | None:
-        """The event log entry for the transition (id assigned on insert)."""
-        t = self.transition
-        if t is None:
-            return None
-        return Event(
-            id=0,
-            kind=f"replica.{t.to_state.value}",
-            at=t.at,
-            actor=t.actor,
-            workload_id=t.workload_id,
-            index=t.index,
-            customer_id=self.after.customer_id,
-            reason=t.reason,
-            data={
-                "from": t.from_state.value,
-                "fence": t.fence,
-                "attempt": self.after.replica.attempt,
-            },
-        )
 
 
 def move(
@@ -87,7 +68,7 @@ def move(
         actor=actor,
         reason=reason,
     )
-    return Change(replace(row, replica=after), transition)
+    return Change(ReplicaRow(after, row.customer_id, row.checkpoint_fence), transition)
 
 
 def assign(row: ReplicaRow, worker_id: str, lease_ttl_s: float, now: float) -> Change:

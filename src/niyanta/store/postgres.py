@@ -18,8 +18,8 @@ from niyanta.errors import StoreUnavailable
 from niyanta.model import ReplicaKey
 from niyanta.store import migrate
 from niyanta.store.base import LeaseRenewal, StoreLimits
-from niyanta.store.codec import REPLICA_COLUMNS, ReplicaRow, replica_values
-from niyanta.store.sql import SqlStore, Tx
+from niyanta.store.codec import REPLICA_COLUMNS
+from niyanta.store.sql import Many, SqlStore, Tx
 
 T = TypeVar("T")
 
@@ -48,14 +48,30 @@ _REPLICA_TYPES = {
     "error": "text",
     "resumed_from_seq": "bigint",
 }
-_UPDATE_REPLICAS = (
-    "UPDATE replicas AS r SET "
+_ARRAY_SQL: dict[Many, str] = {
+    Many.REPLICAS: "UPDATE replicas AS r SET "
     + ", ".join(f"{c} = u.{c}" for c in REPLICA_COLUMNS[2:])
     + " FROM unnest("
     + ", ".join(f"${i}::{_REPLICA_TYPES[c]}[]" for i, c in enumerate(REPLICA_COLUMNS, start=1))
     + f") AS u({', '.join(REPLICA_COLUMNS)})"
-    + " WHERE r.workload_id = u.workload_id AND r.idx = u.idx"
-)
+    + " WHERE r.workload_id = u.workload_id AND r.idx = u.idx",
+    Many.HISTORY: "WITH h AS (SELECT * FROM unnest($1::text[], $2::int[], $3::text[],"
+    " $4::text[], $5::bigint[], $6::float8[], $7::text[], $8::text[], $9::text[], $10::int[])"
+    " AS h(workload_id, idx, from_state, to_state, fence, at, actor, reason, customer_id,"
+    " attempt)), t AS (INSERT INTO transitions (workload_id, idx, from_state, to_state, fence,"
+    " at, actor, reason) SELECT workload_id, idx, from_state, to_state, fence, at, actor, reason"
+    " FROM h) INSERT INTO events (kind, at, actor, workload_id, idx, customer_id, reason, data)"
+    " SELECT 'replica.' || to_state, at, actor, workload_id, idx, customer_id, reason,"
+    " json_build_object('attempt', attempt, 'fence', fence, 'from', from_state)::text FROM h",
+    Many.CHECKPOINTS: "INSERT INTO checkpoints (workload_id, idx, seq, fence, data, created_at)"
+    " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bytea[],"
+    " $6::float8[]) ON CONFLICT (workload_id, idx) DO UPDATE SET seq = excluded.seq,"
+    " fence = excluded.fence, data = excluded.data, created_at = excluded.created_at",
+    Many.WORKLOAD_STATES: "UPDATE workloads AS w SET state = u.state, updated_at = u.at"
+    " FROM unnest($1::text[], $2::text[], $3::float8[]) AS u(id, state, at)"
+    " WHERE w.id = u.id AND w.state <> u.state",
+}
+"""``ROW_SQL`` as single statements over one array per column."""
 _RENEW = (
     "UPDATE replicas AS r SET lease_expires_at = $1"
     " FROM unnest($3::text[], $4::int[], $5::bigint[]) AS u(workload_id, idx, fence)"
@@ -85,7 +101,14 @@ class PostgresStore(SqlStore):
     async def open(self) -> None:
         low, high = self._pool_size
         try:
-            self._pool = await asyncpg.create_pool(self.dsn, min_size=low, max_size=high)
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=low,
+                max_size=high,
+                # Statements are prepared once per connection; a generic plan for
+                # ``= ANY($1)`` over an array of ids is a sequential scan, ten times slower.
+                server_settings={"plan_cache_mode": "force_custom_plan"},
+            )
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
         await self.migrate()
@@ -137,9 +160,9 @@ class PostgresStore(SqlStore):
     def _json_field_equals(self, column: str, key_param: int, value_param: int) -> str:
         return f"({column}::jsonb ->> ${key_param}) = ${value_param}"
 
-    async def _write_replicas(self, tx: Tx, rows: Sequence[ReplicaRow]) -> None:
-        columns = list(zip(*(replica_values(row) for row in rows), strict=True))
-        await tx.execute(_UPDATE_REPLICAS, *(list(c) for c in columns))
+    async def _many(self, tx: Tx, what: Many, rows: Sequence[Sequence[object]]) -> None:
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        await tx.execute(_ARRAY_SQL[what], *columns)
 
     async def _renew(
         self, tx: Tx, worker_id: str, renewals: Sequence[LeaseRenewal], expires_at: float

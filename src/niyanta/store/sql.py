@@ -10,10 +10,12 @@ derived workload states with a handful of set-based statements (``_persist``).
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
+from enum import StrEnum
 from typing import Protocol, TypeVar
 
 from niyanta.clock import Clock, SystemClock
@@ -98,19 +100,44 @@ INSERT_EVENT = (
     "INSERT INTO events (kind, at, actor, workload_id, idx, customer_id, correlation_id, reason,"
     " data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 )
-INSERT_TRANSITION = (
-    "INSERT INTO transitions (workload_id, idx, from_state, to_state, fence, at, actor, reason)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-)
-UPSERT_CHECKPOINT = (
-    "INSERT INTO checkpoints (workload_id, idx, seq, fence, data, created_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workload_id, idx) DO UPDATE SET"
-    " seq = excluded.seq, fence = excluded.fence, data = excluded.data,"
-    " created_at = excluded.created_at"
-)
-UPDATE_WORKLOAD_STATE = (
-    "UPDATE workloads SET state = $2, updated_at = $3 WHERE id = $1 AND state <> $2"
-)
+
+
+class Many(StrEnum):
+    """The statements ``_persist`` applies to many rows at once."""
+
+    REPLICAS = "replicas"
+    HISTORY = "history"
+    """A transition: its ``transitions`` row and its ``replica.<to_state>`` event."""
+    CHECKPOINTS = "checkpoints"
+    WORKLOAD_STATES = "workload_states"
+
+
+ROW_SQL: dict[Many, tuple[str, ...]] = {
+    # Each statement takes the first N values of a row, N its highest placeholder.
+    Many.REPLICAS: (
+        "UPDATE replicas SET "
+        + ", ".join(f"{c} = ${i}" for i, c in enumerate(REPLICA_COLUMNS[2:], start=3))
+        + " WHERE workload_id = $1 AND idx = $2",
+    ),
+    # Row: workload_id, idx, from_state, to_state, fence, at, actor, reason, customer_id, attempt.
+    Many.HISTORY: (
+        "INSERT INTO transitions (workload_id, idx, from_state, to_state, fence, at, actor,"
+        " reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO events (kind, at, actor, workload_id, idx, customer_id, reason, data)"
+        " VALUES ('replica.' || $4, $6, $7, $1, $2, $9, $8,"
+        " json_object('attempt', $10, 'fence', $5, 'from', $3))",
+    ),
+    Many.CHECKPOINTS: (
+        "INSERT INTO checkpoints (workload_id, idx, seq, fence, data, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workload_id, idx) DO UPDATE SET"
+        " seq = excluded.seq, fence = excluded.fence, data = excluded.data,"
+        " created_at = excluded.created_at",
+    ),
+    Many.WORKLOAD_STATES: (
+        "UPDATE workloads SET state = $2, updated_at = $3 WHERE id = $1 AND state <> $2",
+    ),
+}
+"""Each statement for one row (values in the order the ``_persist`` rows carry them)."""
 
 
 class Tx(Protocol):
@@ -132,18 +159,21 @@ class ReplicaBatch:
         self.loaded = {row.replica.key: row for row in rows}
         self.current = dict(self.loaded)
         self.changes: list[Change] = []
+        self._by_workload: dict[str, list[ReplicaKey]] = {}
+        for key in sorted(self.loaded):
+            self._by_workload.setdefault(key.workload_id, []).append(key)
 
     def get(self, key: ReplicaKey) -> ReplicaRow | None:
         return self.current.get(key)
 
     def apply(self, change: Change) -> Replica:
+        """Record a change to a loaded replica."""
         self.current[change.after.replica.key] = change.after
         self.changes.append(change)
         return change.after.replica
 
     def of_workload(self, workload_id: str) -> list[ReplicaRow]:
-        rows = [r for key, r in self.current.items() if key.workload_id == workload_id]
-        return sorted(rows, key=lambda r: r.replica.index)
+        return [self.current[key] for key in self._by_workload.get(workload_id, [])]
 
     def dirty(self) -> list[ReplicaRow]:
         return [row for key, row in self.current.items() if self.loaded.get(key) != row]
@@ -183,14 +213,11 @@ class SqlStore(ABC):
     ) -> set[ReplicaKey]:
         """Extend the matching leases in one statement; return the keys renewed."""
 
-    async def _write_replicas(self, tx: Tx, rows: Sequence[ReplicaRow]) -> None:
-        """Write changed replica rows (the dialect may replace this with one statement)."""
-        columns = REPLICA_COLUMNS[2:]
-        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=3))
-        await tx.executemany(
-            f"UPDATE replicas SET {sets} WHERE workload_id = $1 AND idx = $2",
-            [replica_values(row) for row in rows],
-        )
+    async def _many(self, tx: Tx, what: Many, rows: Sequence[Sequence[object]]) -> None:
+        """Apply ``ROW_SQL[what]`` to every row (a dialect may do it in one statement)."""
+        for sql in ROW_SQL[what]:
+            used = max(int(n) for n in re.findall(r"\$(\d+)", sql))
+            await tx.executemany(sql, [row[:used] for row in rows])
 
     # --- shared helpers ------------------------------------------------------------------------
 
@@ -223,33 +250,28 @@ class SqlStore(ABC):
         """Write what ``batch`` changed: rows, history, checkpoints, derived workload states."""
         dirty = batch.dirty()
         if dirty:
-            await self._write_replicas(tx, dirty)
-        transitions = [c for c in batch.changes if c.transition is not None]
-        if transitions:
-            await tx.executemany(
-                INSERT_TRANSITION, [_transition_values(c.transition) for c in transitions]
-            )
-            events = [e for c in transitions if (e := c.event()) is not None]
-            await tx.executemany(INSERT_EVENT, [event_values(e) for e in events])
-        checkpoints: dict[ReplicaKey, Checkpoint] = {}
-        for c in batch.changes:
-            if c.checkpoint is not None and c.checkpoint_is_new:
-                checkpoints[ReplicaKey(c.checkpoint.workload_id, c.checkpoint.index)] = c.checkpoint
+            await self._many(tx, Many.REPLICAS, [replica_values(row) for row in dirty])
+        history = [
+            (*_transition_values(t), c.after.customer_id, c.after.replica.attempt)
+            for c in batch.changes
+            if (t := c.transition) is not None
+        ]
+        if history:
+            await self._many(tx, Many.HISTORY, history)
+        checkpoints = {
+            (c.workload_id, c.index): (c.workload_id, c.index, c.seq, c.fence, c.data, c.created_at)
+            for change in batch.changes
+            if (c := change.checkpoint) is not None and change.checkpoint_is_new
+        }
         if checkpoints:
-            await tx.executemany(
-                UPSERT_CHECKPOINT,
-                [
-                    (k.workload_id, k.index, c.seq, c.fence, c.data, c.created_at)
-                    for k, c in checkpoints.items()
-                ],
-            )
-        touched = sorted({c.after.replica.workload_id for c in transitions})
+            await self._many(tx, Many.CHECKPOINTS, list(checkpoints.values()))
+        touched = sorted({c.after.replica.workload_id for c in batch.changes if c.transition})
         if touched:
             states = [
                 (wid, workload_state(r.replica.state for r in batch.of_workload(wid)).value, now)
                 for wid in touched
             ]
-            await tx.executemany(UPDATE_WORKLOAD_STATE, states)
+            await self._many(tx, Many.WORKLOAD_STATES, states)
 
     async def _workload(self, tx: Tx, workload_id: str, lock: bool = False) -> Workload:
         row = await tx.fetchrow(
@@ -1124,8 +1146,7 @@ class SqlStore(ABC):
         return await self._run(body)
 
 
-def _transition_values(t: Transition | None) -> tuple[object, ...]:
-    assert t is not None
+def _transition_values(t: Transition) -> tuple[object, ...]:
     return (
         t.workload_id,
         t.index,

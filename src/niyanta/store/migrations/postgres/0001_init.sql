@@ -47,11 +47,10 @@ CREATE TABLE workloads (
     state           TEXT NOT NULL,
     created_at      DOUBLE PRECISION NOT NULL,
     updated_at      DOUBLE PRECISION NOT NULL
-);
+) WITH (fillfactor = 80);
 -- Idempotent submit: concurrent duplicates race on this index and exactly one insert wins.
 CREATE UNIQUE INDEX workloads_idempotency ON workloads (customer_id, idempotency_key);
 CREATE INDEX workloads_customer ON workloads (customer_id, seq);
-CREATE INDEX workloads_state ON workloads (state, seq);
 
 CREATE TABLE replicas (
     workload_id      TEXT NOT NULL REFERENCES workloads (id),
@@ -75,10 +74,11 @@ CREATE TABLE replicas (
     error            TEXT,
     resumed_from_seq BIGINT NOT NULL,
     PRIMARY KEY (workload_id, idx)
-);
+) WITH (fillfactor = 70);
 CREATE INDEX replicas_queue ON replicas (state, enqueued_at) WHERE state IN ('pending', 'retrying');
-CREATE INDEX replicas_active ON replicas (worker_id, lease_expires_at)
-    WHERE state IN ('scheduled', 'running');
+-- Lease renewals change only lease_expires_at, which no index holds: on PostgreSQL they are
+-- heap-only (HOT) updates, with no index writes.
+CREATE INDEX replicas_active ON replicas (worker_id) WHERE state IN ('scheduled', 'running');
 
 -- Only the latest checkpoint of each replica is kept: it is all a resumed attempt needs.
 CREATE TABLE checkpoints (
@@ -89,7 +89,7 @@ CREATE TABLE checkpoints (
     data        BYTEA NOT NULL,
     created_at  DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (workload_id, idx)
-);
+) WITH (fillfactor = 70);
 
 CREATE TABLE events (
     id             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
