@@ -74,8 +74,16 @@ async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> Non
 
 async def test_request_reply_resumes_after_a_nats_restart(nats_server: NatsServer) -> None:
     url = f"nats://127.0.0.1:{nats_server.port}"
-    endpoint = NatsEndpoint(url, "restart", "c1", liveness_window=30, retry_interval=0.2)
+    # The outage outlasts the silence window: silence while the coordinator itself is cut off
+    # from NATS is nobody's fault and must not be reported as the worker leaving.
+    endpoint = NatsEndpoint(url, "restart", "c1", liveness_window=0.8, retry_interval=0.2)
     received: list[AnyMessage] = []
+    disconnects: list[str] = []
+
+    async def disconnected(worker_id: str) -> None:
+        disconnects.append(worker_id)
+
+    endpoint.on_disconnect(disconnected)
 
     async def coordinate(worker_id: str, message: AnyMessage) -> AnyMessage | None:
         received.append(message)
@@ -84,7 +92,7 @@ async def test_request_reply_resumes_after_a_nats_restart(nats_server: NatsServe
         return None
 
     endpoint.on_message(coordinate)
-    link = NatsLink(url, "w1", "restart", retry_interval=0.2)
+    link = NatsLink(url, "w1", "restart", presence_interval=0.1, retry_interval=0.2)
     hellos: list[AnyMessage] = []
 
     async def say_hello() -> None:
@@ -105,7 +113,7 @@ async def test_request_reply_resumes_after_a_nats_restart(nats_server: NatsServe
         during_outage = asyncio.create_task(
             link.request(Hello(worker_id="w1", session="s"), timeout=15)
         )
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.5)
         await nats_server.start()
 
         assert isinstance(await during_outage, Welcome)
@@ -119,6 +127,8 @@ async def test_request_reply_resumes_after_a_nats_restart(nats_server: NatsServe
         await eventually(lambda: sum(isinstance(m, Progress) for m in received) == 100)
         assert [m.progress for m in received if isinstance(m, Progress)] == list(range(100))
         assert sum(isinstance(m, Hello) for m in received) == 3  # repeats were de-duplicated
+        assert disconnects == []
+        assert endpoint.connected_workers() == {"w1"}
     finally:
         await link.close()
         await endpoint.stop()

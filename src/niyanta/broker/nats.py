@@ -86,6 +86,11 @@ class Subjects:
         return f"{self._prefix}.leave.{worker_id}"
 
 
+async def _log_nats_error(exc: Exception) -> None:
+    # nats-py reports every failed reconnection attempt here; the reconnect loop handles them.
+    log.info("broker: NATS: %r", exc)
+
+
 async def _connect(url: str, name: str, **callbacks: Any) -> Client:
     """Connect, retrying the first connection with backoff; reconnect forever afterwards."""
     backoff = Backoff(initial=0.1, maximum=2.0)
@@ -100,6 +105,7 @@ async def _connect(url: str, name: str, **callbacks: Any) -> Client:
                 connect_timeout=2,
                 ping_interval=5,
                 max_outstanding_pings=2,
+                error_cb=_log_nats_error,
                 **callbacks,
             )
             return client
@@ -198,7 +204,12 @@ class NatsEndpoint:
         return self._client
 
     async def start(self) -> None:
-        client = await _connect(self.url, self.coordinator_id)
+        client = await _connect(
+            self.url,
+            self.coordinator_id,
+            disconnected_cb=self._on_nats_lost,
+            reconnected_cb=self._on_nats_back,
+        )
         self._client = client
         await client.subscribe(self.subjects.coord, cb=self._on_coord)
         await client.subscribe(self.subjects.presence_all, cb=self._on_presence)
@@ -281,6 +292,16 @@ class NatsEndpoint:
         except BrokerError as exc:
             log.warning("broker: %s", exc)
 
+    async def _on_nats_lost(self) -> None:
+        log.warning("broker: coordinator lost NATS; reconnecting")
+
+    async def _on_nats_back(self) -> None:
+        # Nobody could be heard while we were cut off: give every worker a fresh window.
+        log.info("broker: coordinator reconnected to NATS")
+        now = time.monotonic()
+        for worker_id in self._last_seen:
+            self._last_seen[worker_id] = now
+
     async def _on_presence(self, msg: Msg) -> None:
         worker_id = msg.subject.rsplit(".", 1)[-1]
         if self.token is None or worker_id in self._authorized:
@@ -292,6 +313,8 @@ class NatsEndpoint:
     async def _watch_silence(self) -> None:
         while True:
             await asyncio.sleep(self.liveness_window / 5)
+            if not self.client.is_connected:
+                continue
             cutoff = time.monotonic() - self.liveness_window
             for worker_id in [w for w, seen in self._last_seen.items() if seen < cutoff]:
                 await self._forget(worker_id)
