@@ -1,0 +1,121 @@
+"""``/v1/workloads``: submit (idempotent), get, list (filters, cursor pagination), cancel, pause,
+resume, events, latest checkpoint."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+
+from niyanta.coordinator.api.deps import Service
+from niyanta.coordinator.api.schemas import (
+    CheckpointOut,
+    EventList,
+    EventOut,
+    SubmitIn,
+    WorkloadOut,
+    WorkloadPageOut,
+)
+from niyanta.errors import InvalidInput, NotFound
+from niyanta.model import WorkloadSpec
+from niyanta.states import ReplicaState
+from niyanta.store.base import WorkloadFilter
+
+router = APIRouter(prefix="/v1/workloads", tags=["workloads"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=WorkloadOut,
+    responses={200: {"description": "an existing workload with this idempotency key"}},
+)
+async def submit(
+    body: SubmitIn,
+    service: Service,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+) -> WorkloadOut:
+    """201 when created; 200 with the existing workload for a known idempotency key (from the
+    ``Idempotency-Key`` header or the body field); 409 for that key with a different payload."""
+    key = body.idempotency_key
+    if idempotency_key is not None:
+        if key is not None and key != idempotency_key:
+            raise InvalidInput("the Idempotency-Key header and the body's idempotency_key differ")
+        key = idempotency_key
+    spec = WorkloadSpec(
+        customer_id=body.customer_id,
+        type_name=body.type,
+        params=body.params,
+        type_version=body.type_version,
+        mode=body.mode,
+        replicas=body.replicas,
+        affinity=body.affinity.to_model(),
+        priority=body.priority,
+        idempotency_key=key,
+        labels=body.labels,
+    )
+    result = await service.submit(spec)
+    if not result.created:
+        response.status_code = 200
+    view = await service.get_workload(result.workload.id)
+    return WorkloadOut.of(view)
+
+
+@router.get("", response_model=WorkloadPageOut)
+async def list_workloads(
+    service: Service,
+    customer: str | None = None,
+    state: ReplicaState | None = None,
+    type: Annotated[str | None, Query(alias="type")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: str | None = None,
+) -> WorkloadPageOut:
+    """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    query = WorkloadFilter(
+        customer_id=customer, state=state, type_name=type, limit=limit, cursor=cursor
+    )
+    views, next_cursor = await service.list_workloads(query)
+    return WorkloadPageOut(items=[WorkloadOut.of(v) for v in views], next_cursor=next_cursor)
+
+
+@router.get("/{workload_id}", response_model=WorkloadOut)
+async def get_workload(workload_id: str, service: Service) -> WorkloadOut:
+    return WorkloadOut.of(await service.get_workload(workload_id))
+
+
+@router.post("/{workload_id}/cancel", response_model=WorkloadOut)
+async def cancel(workload_id: str, service: Service) -> WorkloadOut:
+    return WorkloadOut.of(await service.cancel(workload_id))
+
+
+@router.post("/{workload_id}/pause", response_model=WorkloadOut)
+async def pause(workload_id: str, service: Service) -> WorkloadOut:
+    return WorkloadOut.of(await service.pause(workload_id))
+
+
+@router.post("/{workload_id}/resume", response_model=WorkloadOut)
+async def resume(workload_id: str, service: Service) -> WorkloadOut:
+    return WorkloadOut.of(await service.resume(workload_id))
+
+
+@router.get("/{workload_id}/events", response_model=EventList)
+async def events(
+    workload_id: str,
+    service: Service,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> EventList:
+    """Its event log, oldest first; ``after`` is the last event id already seen."""
+    found = await service.events(workload_id, after, limit)
+    return EventList(items=[EventOut.of(e) for e in found])
+
+
+@router.get("/{workload_id}/checkpoint", response_model=CheckpointOut)
+async def latest_checkpoint(
+    workload_id: str, service: Service, replica: Annotated[int, Query(ge=0)] = 0
+) -> CheckpointOut:
+    checkpoint = await service.latest_checkpoint(workload_id, replica)
+    if checkpoint is None:
+        raise NotFound(f"replica {workload_id}/{replica} has no checkpoint yet")
+    return CheckpointOut.of(checkpoint)

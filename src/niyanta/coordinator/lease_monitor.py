@@ -1,0 +1,106 @@
+"""Silence detection: replicas whose lease expired (their worker stopped heartbeating) go back to
+pending with a new fence token, so that they are placed again and the silent worker can write
+nothing more. Also the stall watchdog: a replica that keeps its lease but whose checkpoints stop
+advancing for ``stall_intervals`` checkpoint intervals of its type fails as stalled (and retries).
+Lease deadlines are judged on the store's clock, never on a worker's."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+
+from niyanta.clock import Clock
+from niyanta.coordinator.catalog import Catalog
+from niyanta.errors import NiyantaError
+from niyanta.model import Replica
+from niyanta.observability.metrics import CoordinatorMetrics
+from niyanta.states import ReplicaState
+from niyanta.store.base import Store
+
+log = structlog.get_logger("niyanta.coordinator")
+
+STALL_CHECK_EVERY = 4
+"""Stall checks run on every n-th lease check (they read every active replica)."""
+
+
+class LeaseMonitor:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        catalog: Catalog,
+        metrics: CoordinatorMetrics,
+        clock: Clock,
+        interval_s: float,
+        wake_scheduler: Callable[[float | None], None],
+    ) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._metrics = metrics
+        self._clock = clock
+        self._interval_s = interval_s
+        self._wake = wake_scheduler
+
+    async def run(self) -> None:
+        tick = 0
+        while True:
+            await asyncio.sleep(self._interval_s)
+            tick += 1
+            try:
+                await self.requeue_expired()
+                if tick % STALL_CHECK_EVERY == 0:
+                    await self.fail_stalled()
+            except Exception as exc:  # a store outage: try again next tick
+                log.warning("lease_monitor.failed", error=repr(exc))
+
+    async def requeue_expired(self) -> list[Replica]:
+        expired = await self._store.requeue_expired()
+        for replica in expired:
+            self._metrics.lease_expiries.inc()
+            self._metrics.reassignments.labels(reason="lease expired").inc()
+            log.warning(
+                "lease.expired",
+                workload=replica.workload_id,
+                replica=replica.index,
+                worker=replica.previous_worker,
+                fence=replica.fence,
+            )
+        if expired:
+            self._wake(None)
+        return expired
+
+    async def fail_stalled(self) -> list[Replica]:
+        now = self._clock.now()
+        failed = []
+        for replica in await self._store.active_replicas():
+            if replica.state is not ReplicaState.RUNNING:
+                continue
+            workload = await self._catalog.workload(replica.workload_id)
+            wtype = await self._catalog.workload_type(workload.type_name, workload.type_version)
+            policy = wtype.checkpoint
+            if policy.stall_intervals <= 0:
+                continue
+            since = replica.checkpoint_at or replica.started_at or now
+            if replica.checkpoint_at is not None and replica.started_at is not None:
+                since = max(replica.checkpoint_at, replica.started_at)
+            if now - since <= policy.interval_s * policy.stall_intervals:
+                continue
+            reason = f"no checkpoint for {now - since:.1f} s"
+            try:
+                after = await self._store.fail_stalled(replica.key, replica.fence, reason)
+            except NiyantaError:
+                continue  # it moved on meanwhile
+            log.warning(
+                "replica.stalled",
+                workload=replica.workload_id,
+                replica=replica.index,
+                worker=replica.worker_id,
+                fence=replica.fence,
+                reason=reason,
+            )
+            failed.append(after)
+            if after.state is ReplicaState.RETRYING:
+                self._wake(after.not_before)
+        return failed

@@ -1,0 +1,361 @@
+"""The coordinator's side of the worker protocol: one handler per message kind.
+
+Writes go through the ordered writer (group commit, fence checked by the store); a request's reply
+is an ``Ack`` once its write is durable, or a ``Refusal`` with the store's code (``fenced_out``).
+A repeated delivery of a message id is answered with the reply already given and does nothing
+else; a stale write is refused by its fence, so duplicates are harmless either way.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+import structlog
+
+from niyanta.broker.messages import (
+    Ack,
+    AnyMessage,
+    Bye,
+    CheckpointMsg,
+    Heartbeat,
+    Hello,
+    InventoryItem,
+    LeaseGrant,
+    Progress,
+    Refusal,
+    Result,
+    Started,
+    TypeInfo,
+    Welcome,
+)
+from niyanta.clock import Clock
+from niyanta.coordinator.catalog import Catalog
+from niyanta.coordinator.ordered_writes import OrderedWriter
+from niyanta.coordinator.progress_buffer import ProgressBuffer
+from niyanta.coordinator.retry_policy import retry_at
+from niyanta.coordinator.settings import CoordinatorSettings
+from niyanta.coordinator.worker_commands import StopReason, WorkerCommands
+from niyanta.coordinator.worker_registry import WorkerRegistry
+from niyanta.errors import Conflict, NiyantaError, UnknownWorkloadType
+from niyanta.model import (
+    ErrorClass,
+    ErrorInfo,
+    Isolation,
+    Replica,
+    ReplicaKey,
+    Resources,
+    WorkloadType,
+)
+from niyanta.observability.metrics import CoordinatorMetrics
+from niyanta.states import ReplicaState
+from niyanta.store.base import (
+    CompleteReplica,
+    FailReplica,
+    FencedWrite,
+    LeaseRenewal,
+    MarkRunning,
+    ReleaseReplica,
+    SaveCheckpoint,
+    Store,
+)
+
+log = structlog.get_logger("niyanta.coordinator")
+
+NOT_RETRIED = frozenset({ErrorClass.PERMANENT, ErrorClass.RESOURCE})
+"""Error classes that fail a replica at once; every other class (and an unknown one) retries."""
+
+
+class RecentReplies:
+    """The replies given to the last ``capacity`` message ids (None: no reply was due)."""
+
+    def __init__(self, capacity: int = 65536) -> None:
+        self._capacity = capacity
+        self._replies: OrderedDict[str, AnyMessage | None] = OrderedDict()
+
+    def __contains__(self, message_id: object) -> bool:
+        return message_id in self._replies
+
+    def get(self, message_id: str) -> AnyMessage | None:
+        return self._replies.get(message_id)
+
+    def put(self, message_id: str, reply: AnyMessage | None) -> None:
+        self._replies[message_id] = reply
+        while len(self._replies) > self._capacity:
+            self._replies.popitem(last=False)
+
+
+def type_from_info(info: TypeInfo) -> WorkloadType:
+    return WorkloadType(
+        name=info.name,
+        version=info.version,
+        entrypoint=info.entrypoint,
+        resources=Resources(info.resources_cpu, info.resources_memory_mb),
+        isolation=Isolation(info.isolation),
+    )
+
+
+def _fields(key: ReplicaKey, worker_id: str, fence: int) -> dict[str, object]:
+    return {"workload": key.workload_id, "replica": key.index, "worker": worker_id, "fence": fence}
+
+
+class MessageHandlers:
+    def __init__(
+        self,
+        *,
+        settings: CoordinatorSettings,
+        store: Store,
+        writer: OrderedWriter,
+        registry: WorkerRegistry,
+        catalog: Catalog,
+        commands: WorkerCommands,
+        progress: ProgressBuffer,
+        metrics: CoordinatorMetrics,
+        clock: Clock,
+        is_leader: Callable[[], bool],
+        wake_scheduler: Callable[[float | None], None],
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._writer = writer
+        self._registry = registry
+        self._catalog = catalog
+        self._commands = commands
+        self._progress = progress
+        self._metrics = metrics
+        self._clock = clock
+        self._is_leader = is_leader
+        self._wake = wake_scheduler
+        self._replies = RecentReplies()
+
+    async def handle(self, worker_id: str, message: AnyMessage) -> AnyMessage | None:
+        """The broker's entry point for every message from a worker."""
+        if not self._is_leader():
+            return None  # in flight while leadership was lost; the worker finds the leader
+        if message.id in self._replies:
+            return self._replies.get(message.id)
+        reply = await self._dispatch(worker_id, message)
+        self._replies.put(message.id, reply)
+        return reply
+
+    async def _dispatch(self, worker_id: str, message: AnyMessage) -> AnyMessage | None:
+        match message:
+            case Hello():
+                return await self.on_hello(worker_id, message)
+            case Heartbeat():
+                return await self.on_heartbeat(worker_id, message)
+            case Started():
+                self.on_started(worker_id, message)
+                return None
+            case Progress():
+                key = ReplicaKey(message.workload_id, message.index)
+                self._progress.record(key, message.fence, message.progress, message.metrics)
+                return None
+            case CheckpointMsg():
+                return await self.on_checkpoint(worker_id, message)
+            case Result():
+                return await self.on_result(worker_id, message)
+            case Bye():
+                await self.on_leave(worker_id, "worker left")
+                return None
+            case _:
+                log.warning("message.unexpected", kind=type(message).__name__, worker=worker_id)
+                return None
+
+    # --- join and leave ------------------------------------------------------------------------
+
+    async def on_hello(self, worker_id: str, hello: Hello) -> AnyMessage:
+        token = self._settings.worker_token
+        if token is not None and hello.token != token:
+            log.warning("worker.refused", worker=worker_id, reason="bad or missing token")
+            return Refusal(code="unauthorized", reason="a Hello with the worker token is required")
+        previous = self._registry.get(worker_id)
+        record = self._registry.join(hello)
+        for info in hello.types:
+            await self.register_announced_type(info)
+        # A Hello again on the same session (announcing new types) may race a StartReplica in
+        # flight: only a new session hands back what its inventory lacks.
+        same_session = previous is not None and previous.session == hello.session
+        await self._reconcile(worker_id, hello.inventory, release_missing=not same_session)
+        log.info(
+            "worker.joined",
+            worker=worker_id,
+            session=hello.session,
+            labels=record.labels,
+            slots=record.capacity.slots,
+            types=sorted(f"{n}@{v}" for n, v in record.types),
+            inventory=len(hello.inventory),
+        )
+        self._wake(None)
+        return Welcome(
+            coordinator_id=self._settings.coordinator_id,
+            heartbeat_interval_s=self._settings.heartbeat_interval_s,
+            lease_ttl_s=self._settings.lease_ttl_s,
+        )
+
+    async def register_announced_type(self, info: TypeInfo) -> None:
+        """Register a type a worker announced, unless that name and version exist already
+        (a type registered through the API keeps its policies)."""
+        try:
+            await self._catalog.workload_type(info.name, info.version)
+            return
+        except UnknownWorkloadType:
+            pass
+        try:
+            await self._store.register_type(type_from_info(info))
+            log.info("type.registered", type=info.name, version=info.version, by="worker")
+        except Conflict as exc:
+            log.warning("type.conflict", type=info.name, version=info.version, error=exc.message)
+
+    async def _reconcile(
+        self, worker_id: str, inventory: list[InventoryItem], *, release_missing: bool
+    ) -> None:
+        """Keep what the worker runs at the store's current fence; stop anything else; hand
+        back what the store has on this worker but the worker no longer runs."""
+        held = {r.key: r for r in await self._store.active_replicas(worker_id)}
+        for item in inventory:
+            key = ReplicaKey(item.workload_id, item.index)
+            replica = held.pop(key, None)
+            if replica is None or replica.fence != item.fence:
+                await self._commands.stop(worker_id, key, item.fence, StopReason.FENCED)
+        for replica in held.values() if release_missing else ():
+            log.info("replica.missing_on_worker", **_fields(replica.key, worker_id, replica.fence))
+            release = ReleaseReplica(replica.key, replica.fence, "not in the worker's inventory")
+            self._writer.submit_detached(release)
+
+    async def on_leave(self, worker_id: str, reason: str) -> None:
+        """The worker is gone (Bye, or its connection dropped): its replicas go back to pending
+        with new fence tokens at once, and are placed again."""
+        self._registry.forget(worker_id)
+        released = await self._store.release_worker(worker_id, reason)
+        for replica in released:
+            self._metrics.reassignments.labels(reason=reason).inc()
+            log.info(
+                "replica.released", reason=reason, **_fields(replica.key, worker_id, replica.fence)
+            )
+        log.info("worker.left", worker=worker_id, reason=reason, released=len(released))
+        self._wake(None)
+
+    # --- leases --------------------------------------------------------------------------------
+
+    async def on_heartbeat(self, worker_id: str, beat: Heartbeat) -> AnyMessage:
+        if self._registry.heartbeat(worker_id, beat) is None:
+            log.info("worker.heartbeat_unknown", worker=worker_id)
+        ttl = self._settings.lease_ttl_s
+        renewals = [
+            LeaseRenewal(ReplicaKey(item.workload_id, item.index), item.fence)
+            for item in beat.inventory
+        ]
+        result = await self._store.renew_leases(worker_id, renewals, ttl)
+        fenced_keys = set(result.fenced)
+        fenced = [
+            item
+            for item in beat.inventory
+            if ReplicaKey(item.workload_id, item.index) in fenced_keys
+        ]
+        for item in fenced:
+            key = ReplicaKey(item.workload_id, item.index)
+            log.info("lease.fenced", **_fields(key, worker_id, item.fence))
+        return LeaseGrant(ttl_s=ttl, fenced=fenced)
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def on_started(self, worker_id: str, started: Started) -> None:
+        key = ReplicaKey(started.workload_id, started.index)
+
+        def refused(write: FencedWrite, exc: NiyantaError) -> None:
+            # Started for an assignment that moved on: the worker must stop it.
+            log.info("replica.start_refused", code=exc.code, **_fields(key, worker_id, write.fence))
+            self._commands.spawn_stop(worker_id, key, write.fence, StopReason.FENCED)
+
+        self._writer.submit_detached(MarkRunning(key, started.fence, worker_id), refused)
+        log.debug("replica.started", **_fields(key, worker_id, started.fence))
+
+    async def on_checkpoint(self, worker_id: str, message: CheckpointMsg) -> AnyMessage:
+        key = ReplicaKey(message.workload_id, message.index)
+        write = SaveCheckpoint(key, message.fence, message.seq, message.data)
+        try:
+            await self._writer.submit(write)
+        except NiyantaError as exc:
+            return self._refused(worker_id, key, message.fence, exc, "checkpoint")
+        log.debug("checkpoint.saved", seq=message.seq, **_fields(key, worker_id, message.fence))
+        return Ack()
+
+    async def on_result(self, worker_id: str, message: Result) -> AnyMessage:
+        key = ReplicaKey(message.workload_id, message.index)
+        self._progress.forget(key)
+        try:
+            write = await self._write_for(key, message)
+            replica = await self._writer.submit(write)
+        except NiyantaError as exc:
+            return self._refused(worker_id, key, message.fence, exc, "result")
+        assert isinstance(replica, Replica)
+        self._report(worker_id, message, replica)
+        self._wake(None)
+        if replica.state is ReplicaState.RETRYING:
+            self._wake(replica.not_before)
+        return Ack()
+
+    async def _write_for(self, key: ReplicaKey, message: Result) -> FencedWrite:
+        fence = message.fence
+        if message.outcome == "succeeded":
+            return CompleteReplica(key, fence, message.result)
+        if message.outcome == "yielded":
+            reason = self._commands.stops.take(key, fence) or StopReason.DRAIN
+            to_state = {
+                StopReason.PAUSE: ReplicaState.PAUSED,
+                StopReason.CANCEL: ReplicaState.CANCELLED,
+            }.get(reason, ReplicaState.PENDING)
+            return ReleaseReplica(key, fence, f"yielded ({reason})", to_state)
+        error_class = _error_class(message.error_class)
+        error = ErrorInfo(
+            error_class, message.error_message or error_class.value, tuple(message.failed_items)
+        )
+        if error_class in NOT_RETRIED:
+            return FailReplica(key, fence, error, retry_at=None)
+        replica = await self._store.get_replica(key)
+        workload = await self._catalog.workload(key.workload_id)
+        wtype = await self._catalog.workload_type(workload.type_name, workload.type_version)
+        return FailReplica(
+            key, fence, error, retry_at(wtype.retry, replica.attempt, self._clock.now())
+        )
+
+    def _report(self, worker_id: str, message: Result, replica: Replica) -> None:
+        fields = _fields(replica.key, worker_id, message.fence)
+        if replica.state is ReplicaState.RETRYING:
+            log.info(
+                "replica.retrying",
+                error_class=message.error_class,
+                error=message.error_message,
+                attempt=replica.attempt,
+                retry_at=replica.not_before,
+                **fields,
+            )
+        elif replica.state is ReplicaState.FAILED:
+            log.warning(
+                "replica.failed",
+                error_class=message.error_class,
+                error=message.error_message,
+                attempt=replica.attempt,
+                **fields,
+            )
+        else:
+            log.info(f"replica.{replica.state.value}", outcome=message.outcome, **fields)
+
+    def _refused(
+        self, worker_id: str, key: ReplicaKey, fence: int, exc: NiyantaError, what: str
+    ) -> Refusal:
+        log.info(
+            f"{what}.refused", code=exc.code, reason=exc.message, **_fields(key, worker_id, fence)
+        )
+        if exc.code == "fenced_out":
+            self._metrics.fenced_writes.labels(kind=what).inc()
+        return Refusal(code=exc.code, reason=exc.message)
+
+
+def _error_class(value: str | None) -> ErrorClass:
+    """The reported class; an unknown or missing one counts as transient (retried)."""
+    try:
+        return ErrorClass(value) if value is not None else ErrorClass.TRANSIENT
+    except ValueError:
+        return ErrorClass.TRANSIENT

@@ -1,0 +1,152 @@
+"""One coordinator process's moving parts, wired together: the broker endpoint, the message
+handlers, leader election, and the loops only the leader runs (scheduling, lease monitor,
+progress flush)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any
+
+import structlog
+
+from niyanta.broker.base import CoordinatorEndpoint
+from niyanta.clock import Clock
+from niyanta.coordinator.catalog import Catalog
+from niyanta.coordinator.leader import LeaderElection
+from niyanta.coordinator.lease_monitor import LeaseMonitor
+from niyanta.coordinator.message_handlers import MessageHandlers
+from niyanta.coordinator.ordered_writes import OrderedWriter
+from niyanta.coordinator.progress_buffer import ProgressBuffer
+from niyanta.coordinator.scheduling_loop import SchedulingLoop
+from niyanta.coordinator.settings import CoordinatorSettings
+from niyanta.coordinator.worker_commands import WorkerCommands
+from niyanta.coordinator.worker_registry import WorkerRegistry
+from niyanta.observability.metrics import CoordinatorMetrics
+from niyanta.store.base import Store
+from niyanta.store.group_commit import GroupCommitter
+
+log = structlog.get_logger("niyanta.coordinator")
+
+
+class CoordinatorRuntime:
+    def __init__(
+        self,
+        *,
+        settings: CoordinatorSettings,
+        store: Store,
+        endpoint: CoordinatorEndpoint,
+        clock: Clock,
+        metrics: CoordinatorMetrics,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.endpoint = endpoint
+        self.clock = clock
+        self.metrics = metrics
+        self.committer = GroupCommitter(store)
+        self.writer = OrderedWriter(self.committer)
+        self.registry = WorkerRegistry(clock)
+        self.catalog = Catalog(store, clock)
+        self.commands = WorkerCommands(endpoint, settings.lease_ttl_s)
+        self.progress = ProgressBuffer(self.writer)
+        self.scheduling = SchedulingLoop(
+            settings=settings,
+            store=store,
+            endpoint=endpoint,
+            registry=self.registry,
+            catalog=self.catalog,
+            commands=self.commands,
+            writer=self.writer,
+            metrics=metrics,
+            clock=clock,
+        )
+        self.leader = LeaderElection(
+            settings=settings,
+            store=store,
+            metrics=metrics,
+            clock=clock,
+            on_gained=self._lead,
+            on_lost=self._follow,
+        )
+        self.handlers = MessageHandlers(
+            settings=settings,
+            store=store,
+            writer=self.writer,
+            registry=self.registry,
+            catalog=self.catalog,
+            commands=self.commands,
+            progress=self.progress,
+            metrics=metrics,
+            clock=clock,
+            is_leader=lambda: self.leader.is_leader,
+            wake_scheduler=self.scheduling.wake,
+        )
+        self.leases = LeaseMonitor(
+            store=store,
+            catalog=self.catalog,
+            metrics=metrics,
+            clock=clock,
+            interval_s=settings.lease_check_interval_s,
+            wake_scheduler=self.scheduling.wake,
+        )
+        self._election: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.endpoint.on_message(self.handlers.handle)
+        self.endpoint.on_disconnect(self._on_disconnect)
+        await self.leader.tick()
+        self._election = asyncio.create_task(self.leader.run(), name="coordinator:election")
+
+    async def stop(self) -> None:
+        if self._election is not None:
+            self._election.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._election
+            self._election = None
+        await self._stop_loops()
+        self.progress.flush()
+        await self.writer.drain()
+        await self.leader.resign()
+        await self.endpoint.stop()
+        await self.committer.close()
+
+    def wake_scheduler(self) -> None:
+        if self.leader.is_leader:
+            self.scheduling.wake()
+
+    async def _lead(self, term: int) -> None:
+        self.registry.clear()
+        self.commands.stops.clear()
+        # Only the leader listens to workers: a follower's endpoint refuses connections (a
+        # worker dials the next coordinator in its list) and, over NATS, is not subscribed.
+        await self.endpoint.start()
+        self._spawn(self.scheduling.run(), "scheduling")
+        self._spawn(self.leases.run(), "lease-monitor")
+        self._spawn(self.progress.run(), "progress")
+        self.scheduling.wake()
+
+    async def _follow(self) -> None:
+        await self._stop_loops()
+        self.registry.clear()
+        self.commands.stops.clear()
+        # Drop every worker connection, so that the workers find the new leader.
+        await self.endpoint.stop()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        self._loops.append(asyncio.create_task(coroutine, name=f"coordinator:{name}"))
+
+    async def _stop_loops(self) -> None:
+        loops, self._loops = self._loops, []
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+
+    async def _on_disconnect(self, worker_id: str) -> None:
+        if not self.leader.is_leader:
+            return
+        if worker_id in self.registry:  # not after a Bye
+            self.metrics.workers_lost.inc()
+        await self.handlers.on_leave(worker_id, "connection lost")

@@ -1,0 +1,215 @@
+"""Scheduling rounds: build the scheduler's input from the store and the worker registry, place,
+assign (new fence tokens and leases, one transaction), and send the starts and preemptions.
+
+Rounds are event-driven: a submit, a freed slot, a new worker or a resume calls ``wake()`` and a
+round runs at once (wakes during a round coalesce into one more round); a retry's backoff wakes
+the loop when it ends; a timer is the backstop for anything else (another coordinator's submit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import structlog
+
+from niyanta.broker.base import CoordinatorEndpoint
+from niyanta.clock import Clock
+from niyanta.coordinator.catalog import Catalog, Tenancy
+from niyanta.coordinator.ordered_writes import OrderedWriter
+from niyanta.coordinator.settings import CoordinatorSettings
+from niyanta.coordinator.worker_commands import StopReason, WorkerCommands
+from niyanta.coordinator.worker_registry import WorkerRegistry
+from niyanta.model import Replica, Workload
+from niyanta.observability.metrics import CoordinatorMetrics
+from niyanta.scheduler import schedule
+from niyanta.scheduler.types import (
+    PendingReplica,
+    Preemption,
+    RunningReplica,
+    SchedulerDecision,
+    SchedulerInput,
+    WorkerView,
+)
+from niyanta.store.base import Assignment, ReleaseReplica, Store
+
+log = structlog.get_logger("niyanta.coordinator")
+
+MAX_PENDING_PER_ROUND = 10_000
+ERROR_PAUSE_S = 0.5
+
+
+class SchedulingLoop:
+    def __init__(
+        self,
+        *,
+        settings: CoordinatorSettings,
+        store: Store,
+        endpoint: CoordinatorEndpoint,
+        registry: WorkerRegistry,
+        catalog: Catalog,
+        commands: WorkerCommands,
+        writer: OrderedWriter,
+        metrics: CoordinatorMetrics,
+        clock: Clock,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._endpoint = endpoint
+        self._registry = registry
+        self._catalog = catalog
+        self._commands = commands
+        self._writer = writer
+        self._metrics = metrics
+        self._clock = clock
+        self._wake = asyncio.Event()
+
+    def wake(self, at: float | None = None) -> None:
+        """Run a round now, or at store time ``at`` (a retry's backoff ends)."""
+        if at is None:
+            self._wake.set()
+            return
+        delay = max(0.0, at - self._clock.now())
+        asyncio.get_running_loop().call_later(delay, self._wake.set)
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._settings.schedule_interval_s)
+            self._wake.clear()
+            try:
+                await self.round()
+            except Exception as exc:  # a store outage: log, pause, try again
+                log.warning("scheduler.round_failed", error=repr(exc))
+                await asyncio.sleep(ERROR_PAUSE_S)
+
+    async def round(self) -> int:
+        """One placement round; the number of replicas started."""
+        pending = await self._store.pending_replicas(MAX_PENDING_PER_ROUND)
+        if not pending:
+            return 0
+        workers = self._registry.views(self._endpoint.connected_workers())
+        if not any(w.schedulable for w in workers):
+            return 0
+        active = await self._store.active_replicas()
+        workloads = {
+            r.workload_id: await self._catalog.workload(r.workload_id) for r in (*pending, *active)
+        }
+        tenancy = await self._catalog.tenancy()
+        if any(w.customer_id not in tenancy.customers for w in workloads.values()):
+            self._catalog.invalidate_tenancy()  # a customer created since the last refresh
+            tenancy = await self._catalog.tenancy()
+        decision = await self._decide(pending, active, workloads, tenancy, workers)
+        assigned = await self._store.assign_replicas(
+            [
+                Assignment(p.key, p.worker_id, self._settings.lease_ttl_s, p.fence)
+                for p in decision.placements
+            ]
+        )
+        if assigned:
+            await asyncio.gather(*(self._start(r, workloads[r.workload_id]) for r in assigned))
+        for preemption in decision.preemptions:
+            await self._preempt(preemption, active)
+        return len(assigned)
+
+    async def _decide(
+        self,
+        pending: list[Replica],
+        active: list[Replica],
+        workloads: dict[str, Workload],
+        tenancy: Tenancy,
+        workers: tuple[WorkerView, ...],
+    ) -> SchedulerDecision:
+        pending_views = []
+        for r in pending:
+            w = workloads[r.workload_id]
+            customer = tenancy.customers.get(w.customer_id)
+            if customer is None:
+                continue
+            wtype = await self._catalog.workload_type(w.type_name, w.type_version)
+            pending_views.append(
+                PendingReplica(
+                    key=r.key,
+                    customer_id=w.customer_id,
+                    tier=customer.tier,
+                    type_name=w.type_name,
+                    resources=wtype.resources,
+                    affinity=w.affinity,
+                    priority=w.priority,
+                    enqueued_at=r.enqueued_at,
+                    previous_worker=r.previous_worker,
+                    workload_labels=w.labels,
+                    fence=r.fence,
+                )
+            )
+        running_views = []
+        for r in active:
+            w = workloads[r.workload_id]
+            customer = tenancy.customers.get(w.customer_id)
+            if r.worker_id is None or customer is None:
+                continue
+            wtype = await self._catalog.workload_type(w.type_name, w.type_version)
+            running_views.append(
+                RunningReplica(
+                    key=r.key,
+                    customer_id=w.customer_id,
+                    tier=customer.tier,
+                    worker_id=r.worker_id,
+                    resources=wtype.resources,
+                    workload_labels=w.labels,
+                    priority=w.priority,
+                    last_checkpoint_at=r.checkpoint_at,
+                    started_at=r.started_at or 0.0,
+                )
+            )
+        scheduler_input = SchedulerInput(
+            pending=tuple(pending_views),
+            workers=workers,
+            running=tuple(running_views),
+            tiers=tenancy.tiers,
+            customers=tenancy.policies(),
+            now=self._clock.now(),
+        )
+        started = time.perf_counter()
+        decision = schedule(scheduler_input)
+        self._metrics.scheduler_round.observe(time.perf_counter() - started)
+        return decision
+
+    async def _start(self, replica: Replica, workload: Workload) -> None:
+        checkpoint = None
+        if replica.checkpoint_seq > 0:
+            checkpoint = await self._store.latest_checkpoint(replica.key)
+        labels = {
+            "customer": self._metrics.customer_label(workload.customer_id),
+            "type": workload.type_name,
+        }
+        self._metrics.started.labels(**labels).inc()
+        self._metrics.queue_wait.labels(**labels).observe(
+            max(0.0, self._clock.now() - replica.enqueued_at)
+        )
+        if checkpoint is not None:
+            self._metrics.resumed.labels(**labels).inc()
+        if not await self._commands.start(replica, workload, checkpoint):
+            # The worker went away between placement and start: hand the replica back now
+            # rather than at lease expiry.
+            self._writer.submit_detached(
+                ReleaseReplica(replica.key, replica.fence, "start not delivered")
+            )
+            self.wake()
+
+    async def _preempt(self, preemption: Preemption, active: list[Replica]) -> None:
+        victim = next((r for r in active if r.key == preemption.victim), None)
+        if victim is None or self._commands.stops.asked(victim.key, victim.fence):
+            return
+        log.info(
+            "replica.preempt",
+            workload=victim.workload_id,
+            replica=victim.index,
+            worker=preemption.worker_id,
+            fence=victim.fence,
+            for_replica=str(preemption.for_replica),
+        )
+        await self._commands.stop(
+            preemption.worker_id, victim.key, victim.fence, StopReason.PREEMPT
+        )

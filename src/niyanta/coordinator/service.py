@@ -1,0 +1,239 @@
+"""The operations behind the HTTP API: store calls plus what the running system must do about
+them (wake the scheduler, tell a worker to stop a replica, announce a new type)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from niyanta.broker.messages import Drain, LoadType, TypeInfo
+from niyanta.coordinator.leader import LEADER_LEASE
+from niyanta.coordinator.runtime import CoordinatorRuntime
+from niyanta.coordinator.worker_commands import StopReason
+from niyanta.coordinator.worker_registry import WorkerRecord
+from niyanta.errors import BrokerError, InvalidInput, NotLeader, UnknownWorker
+from niyanta.model import (
+    AutoscalePolicy,
+    Checkpoint,
+    CoordinatorInfo,
+    Customer,
+    Event,
+    LeaderLease,
+    Page,
+    Replica,
+    ReplicaKey,
+    Tier,
+    Workload,
+    WorkloadSpec,
+    WorkloadType,
+)
+from niyanta.states import ACTIVE
+from niyanta.store.base import CustomerUpdate, EventQuery, SubmitResult, WorkloadFilter
+
+log = structlog.get_logger("niyanta.coordinator")
+
+API_ACTOR = "api"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadView:
+    workload: Workload
+    replicas: list[Replica]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    coordinators: list[CoordinatorInfo]
+    leader: LeaderLease | None
+    this: str
+
+
+class CoordinatorService:
+    def __init__(self, runtime: CoordinatorRuntime) -> None:
+        self._rt = runtime
+        self._store = runtime.store
+
+    # --- probes --------------------------------------------------------------------------------
+
+    async def ready(self) -> bool:
+        try:
+            return await self._store.ping()
+        except Exception:
+            return False
+
+    @property
+    def coordinator_id(self) -> str:
+        return self._rt.settings.coordinator_id
+
+    @property
+    def is_leader(self) -> bool:
+        return self._rt.leader.is_leader
+
+    # --- workload types ------------------------------------------------------------------------
+
+    async def register_type(self, wtype: WorkloadType) -> WorkloadType:
+        registered = await self._store.register_type(wtype)
+        log.info("type.registered", type=wtype.name, version=wtype.version, by=API_ACTOR)
+        if registered.entrypoint is not None and self.is_leader:
+            info = TypeInfo(
+                name=registered.name,
+                version=registered.version,
+                entrypoint=registered.entrypoint,
+                resources_cpu=registered.resources.cpu,
+                resources_memory_mb=registered.resources.memory_mb,
+                isolation=registered.isolation.value,
+            )
+            try:
+                await self._rt.endpoint.broadcast(LoadType(type=info))
+            except BrokerError as exc:
+                log.warning("type.broadcast_failed", type=wtype.name, error=str(exc))
+        return registered
+
+    async def list_types(self) -> list[WorkloadType]:
+        return await self._store.list_types()
+
+    # --- tiers and customers -------------------------------------------------------------------
+
+    async def list_tiers(self) -> list[Tier]:
+        return await self._store.list_tiers()
+
+    async def put_tier(self, tier: Tier) -> Tier:
+        result = await self._store.upsert_tier(tier)
+        self._rt.catalog.invalidate_tenancy()
+        return result
+
+    async def create_customer(self, customer: Customer) -> Customer:
+        created = await self._store.create_customer(customer)
+        self._rt.catalog.invalidate_tenancy()
+        return created
+
+    async def get_customer(self, customer_id: str) -> Customer:
+        return await self._store.get_customer(customer_id)
+
+    async def list_customers(self) -> list[Customer]:
+        return await self._store.list_customers()
+
+    async def update_customer(self, customer_id: str, update: CustomerUpdate) -> Customer:
+        updated = await self._store.update_customer(customer_id, update)
+        self._rt.catalog.invalidate_tenancy()
+        self._rt.wake_scheduler()
+        return updated
+
+    # --- workloads -----------------------------------------------------------------------------
+
+    async def submit(self, spec: WorkloadSpec) -> SubmitResult:
+        result = await self._store.submit_workload(spec, API_ACTOR)
+        if result.created:
+            w = result.workload
+            self._rt.catalog.remember(w)
+            self._rt.metrics.submitted.labels(
+                customer=self._rt.metrics.customer_label(w.customer_id), type=w.type_name
+            ).inc()
+            log.info(
+                "workload.submitted",
+                customer=w.customer_id,
+                workload=w.id,
+                type=w.type_name,
+                replicas=w.replicas,
+            )
+            self._rt.wake_scheduler()
+        return result
+
+    async def get_workload(self, workload_id: str) -> WorkloadView:
+        workload = await self._store.get_workload(workload_id)
+        return WorkloadView(workload, await self._store.list_replicas(workload_id))
+
+    async def list_workloads(self, query: WorkloadFilter) -> tuple[list[WorkloadView], str | None]:
+        page: Page = await self._store.list_workloads(query)
+        views = [WorkloadView(w, await self._store.list_replicas(w.id)) for w in page.items]
+        return views, page.next_cursor
+
+    async def cancel(self, workload_id: str) -> WorkloadView:
+        """Cancelled in the store at once (new fences: the worker can write nothing more), then
+        the workers holding its replicas are told to stop."""
+        before = await self._store.list_replicas(workload_id)
+        workload = await self._store.cancel_workload(workload_id, API_ACTOR, "cancelled by API")
+        await self._stop_active(before, StopReason.CANCEL, workload.customer_id)
+        log.info("workload.cancelled", customer=workload.customer_id, workload=workload_id)
+        self._rt.wake_scheduler()
+        return await self.get_workload(workload_id)
+
+    async def pause(self, workload_id: str) -> WorkloadView:
+        """Queued replicas pause at once; running ones are asked to checkpoint and yield, and
+        are released to paused when they do."""
+        before = await self._store.list_replicas(workload_id)
+        workload = await self._store.pause_workload(workload_id, API_ACTOR, "paused by API")
+        await self._stop_active(before, StopReason.PAUSE, workload.customer_id)
+        log.info("workload.paused", customer=workload.customer_id, workload=workload_id)
+        return await self.get_workload(workload_id)
+
+    async def resume(self, workload_id: str) -> WorkloadView:
+        workload = await self._store.resume_workload(workload_id, API_ACTOR, "resumed by API")
+        log.info("workload.resumed", customer=workload.customer_id, workload=workload_id)
+        self._rt.wake_scheduler()
+        return await self.get_workload(workload_id)
+
+    async def _stop_active(self, replicas: list[Replica], reason: str, customer: str) -> None:
+        if not self.is_leader:
+            return  # the leader's next heartbeat reply fences them (cancel) on its own
+        for replica in replicas:
+            if replica.state in ACTIVE and replica.worker_id is not None:
+                await self._rt.commands.stop(
+                    replica.worker_id, replica.key, replica.fence, reason, customer
+                )
+
+    async def events(self, workload_id: str, after_id: int, limit: int) -> list[Event]:
+        await self._store.get_workload(workload_id)
+        return await self._store.list_events(
+            EventQuery(workload_id=workload_id, after_id=after_id, limit=limit)
+        )
+
+    async def latest_checkpoint(self, workload_id: str, index: int) -> Checkpoint | None:
+        await self._store.get_replica(ReplicaKey(workload_id, index))
+        return await self._store.latest_checkpoint(ReplicaKey(workload_id, index))
+
+    def reported_metrics(self, workload_id: str) -> dict[int, dict[str, float]]:
+        return self._rt.progress.metrics_of(workload_id)
+
+    # --- autoscaling policies ------------------------------------------------------------------
+
+    async def put_autoscale_policy(self, policy: AutoscalePolicy) -> AutoscalePolicy:
+        if policy.min_replicas > policy.max_replicas:
+            raise InvalidInput("min_replicas must not exceed max_replicas")
+        await self._store.get_customer(policy.customer_id)
+        return await self._store.put_autoscale_policy(policy)
+
+    async def get_autoscale_policy(self, customer_id: str, type_name: str) -> AutoscalePolicy:
+        return await self._store.get_autoscale_policy(customer_id, type_name)
+
+    async def list_autoscale_policies(self) -> list[AutoscalePolicy]:
+        return await self._store.list_autoscale_policies()
+
+    async def delete_autoscale_policy(self, customer_id: str, type_name: str) -> None:
+        await self._store.delete_autoscale_policy(customer_id, type_name)
+
+    # --- workers and cluster -------------------------------------------------------------------
+
+    def list_workers(self) -> list[WorkerRecord]:
+        return self._rt.registry.snapshot()
+
+    async def drain_worker(self, worker_id: str) -> WorkerRecord:
+        if not self.is_leader:
+            raise NotLeader("workers are drained through the leader coordinator")
+        record = self._rt.registry.drain(worker_id)
+        if record is None:
+            raise UnknownWorker(f"no worker {worker_id!r} is connected to this coordinator")
+        try:
+            await self._rt.endpoint.send(worker_id, Drain(worker_id=worker_id))
+        except BrokerError as exc:
+            raise UnknownWorker(f"worker {worker_id!r} is not reachable: {exc}") from exc
+        log.info("worker.drain", worker=worker_id)
+        return record
+
+    async def cluster(self) -> ClusterView:
+        return ClusterView(
+            coordinators=await self._store.list_coordinators(),
+            leader=await self._store.get_leader(LEADER_LEASE),
+            this=self.coordinator_id,
+        )

@@ -1,0 +1,65 @@
+"""Helpers shared by the coordinator's integration tests: a coordinator app on a real store and
+the in-memory broker, running its lifespan, with an httpx client over ASGI."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from niyanta.broker.memory import MemoryHub
+from niyanta.coordinator import CoordinatorSettings, build_app
+from niyanta.coordinator.runtime import CoordinatorRuntime
+
+
+@dataclass
+class Running:
+    app: FastAPI
+    client: httpx.AsyncClient
+    hub: MemoryHub
+
+    @property
+    def runtime(self) -> CoordinatorRuntime:
+        runtime: CoordinatorRuntime = self.app.state.runtime
+        return runtime
+
+
+@asynccontextmanager
+async def running_coordinator(store_url: str, **overrides: Any) -> AsyncIterator[Running]:
+    fields: dict[str, Any] = {
+        "store_url": store_url,
+        "broker": "memory",
+        "coordinator_id": "coordinator-test",
+        "lease_check_interval_s": 0.05,
+        "schedule_interval_s": 0.2,
+    }
+    fields.update(overrides)
+    settings = CoordinatorSettings(**fields)
+    hub = MemoryHub(settings.coordinator_id)
+    app = build_app(settings, hub=hub)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://coordinator") as client:
+            yield Running(app, client, hub)
+
+
+async def eventually(
+    probe: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> Any:
+    """Await ``probe()`` (sync or async) until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}")
+        await asyncio.sleep(interval)
