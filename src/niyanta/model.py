@@ -39,7 +39,9 @@ class ErrorClass(StrEnum):
 
 class ReplicaKey(NamedTuple):
     workload_id: str
-    index: int
+    # "index" is the domain's word for a replica's position; it shadows tuple.index, which
+    # nothing in Niyanta calls.
+    index: int  # type: ignore[assignment]
 
     def __str__(self) -> str:
         return f"{self.workload_id}/{self.index}"
