@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pytest
+import structlog
 
 from niyanta import FencedOut, PermanentError, Registry, TransientError, WorkloadContext, workload
 from niyanta.broker.memory import MemoryHub
@@ -107,13 +108,28 @@ async def guarded(ctx: WorkloadContext) -> None:
     await ctx.sleep(30)
 
 
+@workload("slow", registry=REGISTRY, timeout_s=0.1)
+async def slow(ctx: WorkloadContext) -> None:
+    await asyncio.sleep(30)
+
+
+@workload("logs", registry=REGISTRY)
+async def logs(ctx: WorkloadContext) -> None:
+    ctx.logger.info("working", step=1)
+
+
 @workload("in-child", registry=REGISTRY, isolation="process", resources={"cpu": 0.5})
 async def in_child(ctx: WorkloadContext) -> dict[str, Any]:
     state = dict(ctx.checkpoint or {"i": 0})
     state["i"] += 1
     await ctx.save_checkpoint(state)
     await ctx.report_progress(1.0)
-    return {"pid": os.getpid(), "i": state["i"], "nice": os.nice(0)}
+    return {
+        "pid": os.getpid(),
+        "i": state["i"],
+        "nice": os.nice(0),
+        "cores": len(os.sched_getaffinity(0)),
+    }
 
 
 @workload("child-loop", registry=REGISTRY, isolation="process")
@@ -363,6 +379,27 @@ async def test_unknown_type_fails_permanently(rig: Rig) -> None:
     assert "no-such-type" in (result.error_message or "")
 
 
+async def test_a_workload_over_its_timeout_fails_with_error_class_timeout(rig: Rig) -> None:
+    await rig.coordinator.start("w-1", "slow")
+    result = await rig.coordinator.wait_for(Result, within=5)
+    assert (result.outcome, result.error_class) == ("failed", "timeout")
+
+
+async def test_ctx_logger_lines_carry_the_replica_context(rig: Rig) -> None:
+    with structlog.testing.capture_logs() as lines:
+        await rig.coordinator.start("w-1", "logs", fence=4)
+        await rig.coordinator.wait_for(Result)
+    line = next(line for line in lines if line["event"] == "working")
+    assert {k: line[k] for k in ("customer", "workload", "replica", "fence", "worker")} == {
+        "customer": "acme",
+        "workload": "w1",
+        "replica": 0,
+        "fence": 4,
+        "worker": "w-1",
+    }
+    assert line["step"] == 1
+
+
 async def test_progress_bursts_coalesce_and_the_latest_wins(rig: Rig) -> None:
     await rig.coordinator.start("w-1", "chatty")
     await rig.coordinator.wait_for(Result)
@@ -471,11 +508,11 @@ async def test_replica_self_fences_when_no_grant_arrives_within_the_lease_ttl(
 
 
 async def test_granted_heartbeats_keep_a_replica_past_its_first_lease(hub: MemoryHub) -> None:
-    coordinator = FakeCoordinator(hub, lease_ttl_s=0.3)
+    coordinator = FakeCoordinator(hub, lease_ttl_s=0.5)
     rig = await start_rig(hub, coordinator)
     try:
-        await coordinator.start("w-1", "loop", fence=5, lease_ttl_s=0.3)
-        await asyncio.sleep(0.9)
+        await coordinator.start("w-1", "loop", fence=5, lease_ttl_s=0.5)
+        await asyncio.sleep(1.2)
         assert rig.worker.running
         seq = coordinator.of(CheckpointMsg)[-1].seq
         await coordinator.wait_for(CheckpointMsg, lambda m: m.seq > seq)
@@ -562,7 +599,8 @@ async def test_process_isolation_runs_in_a_child_and_proxies_the_context(rig: Ri
     assert result.outcome == "succeeded", result.error_message
     assert result.result["pid"] != os.getpid()
     assert result.result["i"] == 2
-    assert result.result["nice"] >= 5  # cpu 0.5: a nicer child
+    assert result.result["nice"] >= 5  # cpu 0.5: a nicer child, pinned to one core
+    assert result.result["cores"] == 1
     checkpoint = rig.coordinator.of(CheckpointMsg)[0]
     assert (checkpoint.seq, checkpoint.fence, checkpoint.data) == (2, 3, b'{"i":2}')
     assert rig.coordinator.of(Progress)[-1].progress == 1.0

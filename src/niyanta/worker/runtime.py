@@ -114,11 +114,14 @@ class Worker:
         self.log.info("draining", replicas=len(self._runs))
         for run in list(self._runs.values()):
             run.stop("drain")
-        tasks = [run.task for run in self._runs.values() if run.task is not None]
-        if tasks:
-            _, late = await asyncio.wait(tasks, timeout=self.settings.drain_timeout_s)
-            if late:
-                self.log.warning("drain timed out; leaving anyway", unfinished=len(late))
+        deadline = asyncio.get_running_loop().time() + self.settings.drain_timeout_s
+        # Replicas started while draining are stopped at once (see _start) and waited for too.
+        while tasks := [run.task for run in self._runs.values() if run.task is not None]:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                self.log.warning("drain timed out; leaving anyway", unfinished=len(tasks))
+                break
+            await asyncio.wait(tasks, timeout=remaining)
         with contextlib.suppress(BrokerError):
             await self._link.send(Bye(worker_id=self.settings.worker_id))
         await self._shutdown()
@@ -126,9 +129,9 @@ class Worker:
     def request_drain(self) -> None:
         """For signal handlers (any thread): start a drain on the worker's event loop."""
         loop = self._loop
-        if loop is None:
-            return
-        loop.call_soon_threadsafe(self._spawn, self.drain())
+        if loop is None:  # not running yet: only a handler on the event loop's thread
+            loop = asyncio.get_running_loop()
+        loop.call_soon_threadsafe(lambda: self._spawn(self.drain()))
 
     async def close(self) -> None:
         """Leave at once: running replicas are cut off and write nothing more (their leases
@@ -345,6 +348,8 @@ class Worker:
         )
 
     async def _shutdown(self) -> None:
+        if self._finished.is_set():
+            return
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
