@@ -26,6 +26,7 @@ import logging
 import re
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import nats
 from nats.aio.client import Client
@@ -34,7 +35,6 @@ from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBuffer
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from niyanta.broker.backoff import Backoff
 from niyanta.broker.base import (
     ConnectHandler,
     CoordinatorHandler,
@@ -86,32 +86,49 @@ class Subjects:
         return f"{self._prefix}.leave.{worker_id}"
 
 
-async def _log_nats_error(exc: Exception) -> None:
-    # nats-py reports every failed reconnection attempt here; the reconnect loop handles them.
-    log.info("broker: NATS: %r", exc)
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.hostname}:{parts.port}"))
 
 
 async def _connect(url: str, name: str, **callbacks: Any) -> Client:
-    """Connect, retrying the first connection with backoff; reconnect forever afterwards."""
-    backoff = Backoff(initial=0.1, maximum=2.0)
-    while True:
-        try:
-            client: Client = await nats.connect(
-                url,
-                name=name,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.25,
-                connect_timeout=2,
-                ping_interval=5,
-                max_outstanding_pings=2,
-                error_cb=_log_nats_error,
-                **callbacks,
-            )
-            return client
-        except (OSError, NatsError) as exc:
-            log.info("broker: NATS at %s unreachable: %r", url, exc)
-            await asyncio.sleep(backoff.next_delay())
+    """Connect, retrying until the server answers (nats-py retries forever, then reconnects
+    forever); a server that refuses the credentials fails the first connection at once."""
+    refused: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+
+    async def on_error(exc: Exception) -> None:
+        if "authorization violation" in str(exc).lower() and not refused.done():
+            refused.set_result(exc)
+        # Every failed (re)connection attempt lands here; the retry loop handles it.
+        log.info("broker: NATS at %s: %r", _redacted(url), exc)
+
+    connecting = asyncio.create_task(
+        nats.connect(
+            url,
+            name=name,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            connect_timeout=2,
+            ping_interval=5,
+            max_outstanding_pings=2,
+            error_cb=on_error,
+            **callbacks,
+        )
+    )
+    try:
+        waiters: set[asyncio.Future[Any]] = {connecting, refused}
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not connecting.done():
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+    if connecting.done() and not connecting.cancelled():
+        client: Client = connecting.result()
+        return client
+    raise BrokerError(f"NATS at {_redacted(url)} refused the credentials: {refused.result()}")
 
 
 async def _nats_request(
