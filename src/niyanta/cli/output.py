@@ -106,9 +106,10 @@ def text(value: Any) -> str:
 
 
 def new_table(title: str | None, columns: Sequence[str]) -> Table:
+    """A table whose first column (an id, copied into other commands) never wraps."""
     table = Table(title=title, title_justify="left", header_style="bold")
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    for position, column in enumerate(columns):
+        table.add_column(column, overflow="fold", no_wrap=position == 0)
     return table
 
 

@@ -7,14 +7,21 @@ import importlib
 import os
 import signal
 import sys
+from types import FrameType
 from typing import Annotated
 
 import typer
+import uvicorn
 
 from niyanta.broker.factory import open_worker_link
+from niyanta.broker.memory import MemoryHub
 from niyanta.cli.context import CliState
 from niyanta.cli.selector import parse_labels
+from niyanta.cli.store import DEFAULT_STORE_URL, StoreOption
 from niyanta.client import parse_coordinator_urls
+from niyanta.coordinator.app import build_app
+from niyanta.coordinator.server import run_coordinator
+from niyanta.coordinator.settings import CoordinatorSettings
 from niyanta.errors import InvalidInput
 from niyanta.observability.logging import configure_logging
 from niyanta.worker.config import WorkerSettings
@@ -135,3 +142,152 @@ def worker(
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--broker") from None
     asyncio.run(_run_worker(Worker(settings, link)))
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) as (host, port)."""
+    host, sep, port_text = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise typer.BadParameter(f"expected HOST:PORT, e.g. 127.0.0.1:8080, not {value!r}")
+    return host, int(port_text)
+
+
+ListenOption = Annotated[
+    str, typer.Option(envvar="NIYANTA_LISTEN", help="HOST:PORT the HTTP API listens on")
+]
+LeaseTtlOption = Annotated[
+    float | None,
+    typer.Option(min=0.1, help="seconds a replica's lease lasts without a heartbeat"),
+]
+HeartbeatOption = Annotated[
+    float | None, typer.Option(min=0.05, help="seconds between worker heartbeats")
+]
+
+
+def coordinator_settings(
+    *,
+    store: str,
+    broker: str,
+    listen: str,
+    coordinator_id: str | None = None,
+    lease_ttl: float | None = None,
+    heartbeat: float | None = None,
+    advertise_url: str | None = None,
+) -> CoordinatorSettings:
+    """Settings from the command's options; options left unset keep the settings' defaults
+    (or their ``NIYANTA_COORDINATOR_*`` environment values)."""
+    host, port = parse_listen(listen)
+    fields: dict[str, object] = {"store_url": store, "broker": broker, "host": host, "port": port}
+    for name, value in (
+        ("coordinator_id", coordinator_id),
+        ("lease_ttl_s", lease_ttl),
+        ("heartbeat_interval_s", heartbeat),
+        ("advertise_url", advertise_url),
+    ):
+        if value is not None:
+            fields[name] = value
+    return CoordinatorSettings.model_validate(fields)
+
+
+def coordinator(
+    store: StoreOption = DEFAULT_STORE_URL,
+    broker: BrokerOption = "builtin",
+    listen: ListenOption = "127.0.0.1:8080",
+    coordinator_id: Annotated[
+        str | None,
+        typer.Option(
+            "--id", envvar="NIYANTA_COORDINATOR_ID", help="coordinator id (default: host-pid)"
+        ),
+    ] = None,
+    lease_ttl: LeaseTtlOption = None,
+    heartbeat: HeartbeatOption = None,
+    advertise_url: Annotated[
+        str | None,
+        typer.Option(help="URL others reach this coordinator at (default: http://LISTEN)"),
+    ] = None,
+) -> None:
+    """Run a coordinator: the HTTP API, the built-in broker, and (while it leads) the
+    scheduler and lease monitor. Several coordinators on one store elect a leader."""
+    settings = coordinator_settings(
+        store=store,
+        broker=broker,
+        listen=listen,
+        coordinator_id=coordinator_id,
+        lease_ttl=lease_ttl,
+        heartbeat=heartbeat,
+        advertise_url=advertise_url,
+    )
+    configure_logging()
+    run_coordinator(settings)
+
+
+class _DevServer(uvicorn.Server):
+    """uvicorn serving ``niyanta dev``: SIGINT/SIGTERM first drain the in-process workers (their
+    replicas checkpoint and are handed back while the coordinator still runs), then stop the
+    server; a second signal stops at once."""
+
+    def __init__(self, config: uvicorn.Config, workers: list[Worker]) -> None:
+        super().__init__(config)
+        self.workers = workers
+        self._stopping: list[asyncio.Task[None]] = []
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._stopping:
+            self.should_exit = True
+            self.force_exit = True
+            return
+        loop = asyncio.get_event_loop()
+        self._stopping.append(loop.create_task(self._drain_then_exit()))
+
+    async def _drain_then_exit(self) -> None:
+        await asyncio.gather(*(worker.drain() for worker in self.workers), return_exceptions=True)
+        self.should_exit = True
+
+
+async def _run_dev(settings: CoordinatorSettings, worker_count: int, slots: int) -> None:
+    hub = MemoryHub()
+    workers = [
+        Worker(
+            WorkerSettings(worker_id=f"dev-worker-{number}", slots=slots),
+            hub.worker_link(f"dev-worker-{number}"),
+        )
+        for number in range(1, worker_count + 1)
+    ]
+    config = uvicorn.Config(
+        build_app(settings, hub=hub),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        lifespan="on",
+        access_log=False,
+    )
+    server = _DevServer(config, workers)
+    serving = asyncio.create_task(server.serve())
+    # Links retry until the coordinator endpoint has started in the app's lifespan.
+    running = [asyncio.create_task(worker.run()) for worker in workers]
+    await serving
+    for worker in workers:
+        await worker.close()
+    await asyncio.gather(*running, return_exceptions=True)
+
+
+def dev(
+    workers: Annotated[int, typer.Option("--workers", min=0, help="in-process workers")] = 2,
+    import_modules: Annotated[
+        str,
+        typer.Option("--import", help="modules defining @workload types, comma-separated"),
+    ] = "",
+    listen: ListenOption = "127.0.0.1:8080",
+    store: StoreOption = DEFAULT_STORE_URL,
+    slots: Annotated[int, typer.Option(min=1, help="slots per worker")] = 4,
+) -> None:
+    """All in one process: a coordinator and N workers on SQLite and the in-memory broker,
+    serving the HTTP API (for trying Niyanta out and for tests)."""
+    if not store.startswith("sqlite:///"):
+        raise typer.BadParameter("niyanta dev runs on SQLite: sqlite:///PATH", param_hint="--store")
+    settings = coordinator_settings(store=store, broker="memory", listen=listen)
+    import_workload_modules(import_modules)
+    configure_logging()
+    typer.echo(f"niyanta dev: API on {settings.url}, {workers} worker(s), store {store}", err=True)
+    asyncio.run(_run_dev(settings, workers, slots))

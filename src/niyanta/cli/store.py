@@ -16,9 +16,8 @@ DEFAULT_STORE_URL = "sqlite:///./niyanta.db"
 StoreOption = Annotated[
     str,
     typer.Option(
-        "--store",
         envvar="NIYANTA_STORE",
-        help="sqlite:///PATH (relative) or sqlite:////PATH (absolute), or postgresql://...",
+        help="sqlite:///PATH (relative), sqlite:////PATH (absolute) or postgresql://...",
     ),
 ]
 
