@@ -50,10 +50,10 @@ async def running_coordinator(store_url: str, **overrides: Any) -> AsyncIterator
 
 
 async def eventually(
-    probe: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+    probe: Callable[[], Any], within: float = 10.0, interval: float = 0.02, what: str = ""
 ) -> Any:
     """Await ``probe()`` (sync or async) until it returns something truthy; return that."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         value = probe()
         if asyncio.iscoroutine(value):
@@ -61,5 +61,5 @@ async def eventually(
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}")
+            raise AssertionError(f"timed out after {within}s waiting for {what or probe}")
         await asyncio.sleep(interval)

@@ -10,13 +10,13 @@ active lease first: replicas are not expired en masse for an outage that was not
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 import structlog
 
 from niyanta.clock import Clock
 from niyanta.coordinator.settings import CoordinatorSettings
+from niyanta.coordinator.stopper import Stopper
 from niyanta.model import CoordinatorInfo
 from niyanta.observability.metrics import CoordinatorMetrics
 from niyanta.store.base import Store
@@ -54,9 +54,8 @@ class LeaderElection:
     def term(self) -> int:
         return self._term
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.leader_ttl_s / 3)
+    async def run(self, stopper: Stopper) -> None:
+        while not await stopper.pause(self._settings.leader_ttl_s / 3):
             await self.tick()
 
     async def tick(self) -> None:

@@ -6,13 +6,13 @@ Lease deadlines are judged on the store's clock, never on a worker's."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import structlog
 
 from niyanta.clock import Clock
 from niyanta.coordinator.catalog import Catalog
+from niyanta.coordinator.stopper import Stopper
 from niyanta.errors import NiyantaError
 from niyanta.model import Replica
 from niyanta.observability.metrics import CoordinatorMetrics
@@ -43,10 +43,9 @@ class LeaseMonitor:
         self._interval_s = interval_s
         self._wake = wake_scheduler
 
-    async def run(self) -> None:
+    async def run(self, stopper: Stopper) -> None:
         tick = 0
-        while True:
-            await asyncio.sleep(self._interval_s)
+        while not await stopper.pause(self._interval_s):
             tick += 1
             try:
                 await self.requeue_expired()

@@ -3,10 +3,10 @@ metrics workload code reports (``ctx.report_metric``), kept for the autoscaler."
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
 from niyanta.coordinator.ordered_writes import OrderedWriter
+from niyanta.coordinator.stopper import Stopper
 from niyanta.model import ReplicaKey
 from niyanta.store.base import RecordProgress
 
@@ -43,7 +43,6 @@ class ProgressBuffer:
         for write in latest.values():
             self._writer.submit_detached(write)
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
+    async def run(self, stopper: Stopper) -> None:
+        while not await stopper.pause(self._interval_s):
             self.flush()

@@ -5,7 +5,6 @@ progress flush)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
@@ -21,6 +20,7 @@ from niyanta.coordinator.ordered_writes import OrderedWriter
 from niyanta.coordinator.progress_buffer import ProgressBuffer
 from niyanta.coordinator.scheduling_loop import SchedulingLoop
 from niyanta.coordinator.settings import CoordinatorSettings
+from niyanta.coordinator.stopper import Stopper
 from niyanta.coordinator.worker_commands import WorkerCommands
 from niyanta.coordinator.worker_registry import WorkerRegistry
 from niyanta.observability.metrics import CoordinatorMetrics
@@ -28,6 +28,8 @@ from niyanta.store.base import Store
 from niyanta.store.group_commit import GroupCommitter
 
 log = structlog.get_logger("niyanta.coordinator")
+
+STOP_GRACE_S = 5.0
 
 
 class CoordinatorRuntime:
@@ -92,19 +94,22 @@ class CoordinatorRuntime:
             wake_scheduler=self.scheduling.wake,
         )
         self._election: asyncio.Task[None] | None = None
+        self._electing = Stopper()
         self._loops: list[asyncio.Task[None]] = []
+        self._leading = Stopper()
 
     async def start(self) -> None:
         self.endpoint.on_message(self.handlers.handle)
         self.endpoint.on_disconnect(self._on_disconnect)
         await self.leader.tick()
-        self._election = asyncio.create_task(self.leader.run(), name="coordinator:election")
+        self._election = asyncio.create_task(
+            self.leader.run(self._electing), name="coordinator:election"
+        )
 
     async def stop(self) -> None:
         if self._election is not None:
-            self._election.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._election
+            self._electing.stop()
+            await _finish([self._election])
             self._election = None
         await self._stop_loops()
         self.progress.flush()
@@ -123,9 +128,10 @@ class CoordinatorRuntime:
         # Only the leader listens to workers: a follower's endpoint refuses connections (a
         # worker dials the next coordinator in its list) and, over NATS, is not subscribed.
         await self.endpoint.start()
-        self._spawn(self.scheduling.run(), "scheduling")
-        self._spawn(self.leases.run(), "lease-monitor")
-        self._spawn(self.progress.run(), "progress")
+        self._leading.reset()
+        self._spawn(self.scheduling.run(self._leading), "scheduling")
+        self._spawn(self.leases.run(self._leading), "lease-monitor")
+        self._spawn(self.progress.run(self._leading), "progress")
         self.scheduling.wake()
 
     async def _follow(self) -> None:
@@ -140,9 +146,9 @@ class CoordinatorRuntime:
 
     async def _stop_loops(self) -> None:
         loops, self._loops = self._loops, []
-        for task in loops:
-            task.cancel()
-        await asyncio.gather(*loops, return_exceptions=True)
+        self._leading.stop()
+        self.scheduling.wake()
+        await _finish(loops)
 
     async def _on_disconnect(self, worker_id: str) -> None:
         if not self.leader.is_leader:
@@ -150,3 +156,13 @@ class CoordinatorRuntime:
         if worker_id in self.registry:  # not after a Bye
             self.metrics.workers_lost.inc()
         await self.handlers.on_leave(worker_id, "connection lost")
+
+
+async def _finish(tasks: list[asyncio.Task[None]]) -> None:
+    """Let loops end after their step in flight; cancel any still running after the grace."""
+    if not tasks:
+        return
+    _, late = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -19,6 +19,7 @@ from niyanta.clock import Clock
 from niyanta.coordinator.catalog import Catalog, Tenancy
 from niyanta.coordinator.ordered_writes import OrderedWriter
 from niyanta.coordinator.settings import CoordinatorSettings
+from niyanta.coordinator.stopper import Stopper
 from niyanta.coordinator.worker_commands import StopReason, WorkerCommands
 from niyanta.coordinator.worker_registry import WorkerRegistry
 from niyanta.model import Replica, Workload
@@ -73,16 +74,19 @@ class SchedulingLoop:
         delay = max(0.0, at - self._clock.now())
         asyncio.get_running_loop().call_later(delay, self._wake.set)
 
-    async def run(self) -> None:
-        while True:
+    async def run(self, stopper: Stopper) -> None:
+        """Rounds until ``stopper`` stops (then ``wake()`` to end a wait at once)."""
+        while not stopper.stopped:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.schedule_interval_s)
             self._wake.clear()
+            if stopper.stopped:
+                return
             try:
                 await self.round()
             except Exception as exc:  # a store outage: log, pause, try again
                 log.warning("scheduler.round_failed", error=repr(exc))
-                await asyncio.sleep(ERROR_PAUSE_S)
+                await stopper.pause(ERROR_PAUSE_S)
 
     async def round(self) -> int:
         """One placement round; the number of replicas started."""
