@@ -14,7 +14,7 @@ async def test_resumes_from_checkpoint():
     first = await run_workload(count_primes, {"limit": 100}, stop_after_checkpoints=2)
     assert first.outcome == "yielded"
     second = await run_workload(count_primes, {"limit": 100}, checkpoint=first.last_checkpoint)
-    assert second.result == {"found": 25}
+    assert second.result["found"] == 25
 ```
 """
 

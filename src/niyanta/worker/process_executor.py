@@ -28,6 +28,7 @@ from typing import Any
 
 from niyanta.errors import FencedOut
 from niyanta.model import JSON, ErrorClass
+from niyanta.observability.logging import configure_logging
 from niyanta.worker.context import (
     UNKNOWN_FENCE,
     ContextBackend,
@@ -254,6 +255,7 @@ async def _reap(process: multiprocessing.process.BaseProcess) -> None:
 
 def child_main(conn: Connection, spec: ChildSpec) -> None:
     """Entry point of the child process."""
+    configure_logging()  # JSON lines on the inherited stderr, like the worker's
     if spec.nice:
         os.nice(spec.nice)
     if spec.cores:

@@ -8,8 +8,6 @@ import contextlib
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-import structlog
-
 from niyanta.broker.messages import (
     AnyMessage,
     CheckpointMsg,
@@ -22,6 +20,7 @@ from niyanta.broker.messages import (
 from niyanta.clock import Clock
 from niyanta.errors import FencedOut, NiyantaError, PermanentError, TransientError
 from niyanta.model import ReplicaKey
+from niyanta.observability.logging import bind_workload_context
 from niyanta.worker.circuit_breaker import BreakerBoard, CircuitBreaker
 from niyanta.worker.config import WorkerSettings
 from niyanta.worker.context import UNKNOWN_FENCE, WorkloadContext, decode_json, encode_json
@@ -67,7 +66,7 @@ class ReplicaRun:
         """Monotonic time the current lease runs from (assignment, then each granted
         heartbeat that listed this replica)."""
         self._port = port
-        self._definition = definition
+        self.definition = definition
         self._lookup_error = lookup_error
         self.ctx = WorkloadContext(
             backend=self,
@@ -99,11 +98,11 @@ class ReplicaRun:
 
     @property
     def resources_cpu(self) -> float:
-        return self._definition.type.resources.cpu if self._definition else 0.0
+        return self.definition.type.resources.cpu if self.definition else 0.0
 
     @property
     def resources_memory_mb(self) -> int:
-        return self._definition.type.resources.memory_mb if self._definition else 0
+        return self.definition.type.resources.memory_mb if self.definition else 0
 
     def inventory_item(self) -> InventoryItem:
         return InventoryItem(
@@ -147,23 +146,24 @@ class ReplicaRun:
         self._cutoff = asyncio.get_running_loop().call_later(delay, task.cancel)
 
     async def _run(self) -> None:
-        structlog.contextvars.bind_contextvars(
+        # Lines that libraries log while this replica runs carry its keys too.
+        with bind_workload_context(
             customer=self.ctx.customer,
             workload=self.key.workload_id,
             replica=self.key.index,
             fence=self.fence,
-        )
-        outcome = await self._execute()
-        if self._cutoff is not None:
-            self._cutoff.cancel()
-        await self._flush_progress()
-        await self._report(outcome)
+        ):
+            outcome = await self._execute()
+            if self._cutoff is not None:
+                self._cutoff.cancel()
+            await self._flush_progress()
+            await self._report(outcome)
 
     async def _execute(self) -> Outcome:
         try:
-            if self._definition is None:
+            if self.definition is None:
                 raise PermanentError(str(self._lookup_error))
-            result = await self._port.executor.run(self._definition, self.ctx, self)
+            result = await self._port.executor.run(self.definition, self.ctx, self)
             encode_json(result, "result")  # refused here, not by the encoder of the Result
         except asyncio.CancelledError as exc:
             # Cut off after a stop's grace period, or fenced at once: decide what to say
@@ -257,7 +257,7 @@ class ReplicaRun:
             breaker.record_success()
 
     def _breaker(self, dependency: str) -> CircuitBreaker:
-        policy = self._definition.breaker if self._definition else None
+        policy = self.definition.breaker if self.definition else None
         assert policy is not None, "a replica without a definition runs no workload code"
         return self._port.breakers.get(self.type_name, dependency, policy)
 

@@ -150,7 +150,7 @@ class Worker:
     @property
     def running(self) -> dict[ReplicaKey, WorkloadDefinition | None]:
         """The replicas this worker runs now (for inspection)."""
-        return {key: run._definition for key, run in self._runs.items()}
+        return {key: run.definition for key, run in self._runs.items()}
 
     # --- joining ---------------------------------------------------------------------------------
 
