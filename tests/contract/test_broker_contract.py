@@ -139,12 +139,12 @@ class Harness:
 
 class MemoryHarness(Harness):
     async def setup(self, token: str | None) -> None:
-        self.hub = MemoryHub("c1", max_message_bytes=MAX_BYTES)
+        self.hub = MemoryHub("c1", max_message_bytes=MAX_BYTES, token=token)
         self.endpoint = self.hub.coordinator_endpoint()
         await self.endpoint.start()
 
     def new_link(self, worker_id: str, token: str | None = None) -> WorkerLink:
-        return self.hub.worker_link(worker_id)
+        return self.hub.worker_link(worker_id, token)
 
     async def sever(self, worker: Worker) -> None:
         await self.hub.drop(worker.worker_id)
@@ -426,8 +426,6 @@ async def test_sending_to_an_unknown_worker_fails(make_harness: HarnessFactory) 
 
 async def test_hello_with_a_wrong_token_is_refused(make_harness: HarnessFactory) -> None:
     harness = await make_harness(token=TOKEN)
-    if isinstance(harness, MemoryHarness):
-        pytest.skip("the in-process transport has no authentication: nothing crosses a network")
     intruder = Worker(harness.new_link("intruder", token="wrong"), "intruder")
     harness.stack.push_async_callback(intruder.link.close)
     await asyncio.wait_for(intruder.link.connect(), 10)
@@ -442,6 +440,26 @@ async def test_hello_with_a_wrong_token_is_refused(make_harness: HarnessFactory)
     await asyncio.wait_for(member.link.connect(), 10)
     assert isinstance(member.welcomes[0], Welcome)
     assert "member" in harness.endpoint.connected_workers()
+
+
+async def test_a_restarted_endpoint_reports_no_departures(make_harness: HarnessFactory) -> None:
+    harness = await make_harness()
+    worker = await harness.worker("w1")
+    await harness.endpoint.stop()
+    await asyncio.sleep(0.2)
+    await harness.endpoint.start()
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            reply = await worker.link.request(hello("w1"), timeout=1)
+            break
+        except (BrokerError, TimeoutError):
+            assert time.monotonic() < deadline, "the worker never reached the restarted endpoint"
+            await asyncio.sleep(0.05)
+    assert isinstance(reply, Welcome)
+    assert "w1" in harness.endpoint.connected_workers()
+    assert harness.coordinator.disconnects == []
 
 
 # --- a killed worker process ------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from niyanta.broker.backoff import Backoff
 from niyanta.broker.base import (
@@ -21,10 +22,14 @@ from niyanta.broker.base import (
     WorkerHandler,
 )
 from niyanta.broker.channel import Channel, Handler
-from niyanta.broker.messages import DEFAULT_MAX_MESSAGE_BYTES, AnyMessage
+from niyanta.broker.messages import DEFAULT_MAX_MESSAGE_BYTES, AnyMessage, Hello, Refusal
 from niyanta.errors import BrokerError
 
 log = logging.getLogger(__name__)
+
+STABLE_CONNECTION_S = 1.0
+"""Only a connection that lasted this long resets the reconnect backoff (a refused token cuts the
+connection at once; the link must not retry in a tight loop)."""
 
 
 class _Connection:
@@ -33,12 +38,13 @@ class _Connection:
     def __init__(self, worker_id: str, endpoint: MemoryEndpoint, link: MemoryWorkerLink) -> None:
         self.worker_id = worker_id
         self.alive = True
+        self.authorized = endpoint.token is None
         self.lost = asyncio.Event()
         self.coordinator_side = Channel(
             name=f"worker {worker_id}",
             local_sender=endpoint.coordinator_id,
             transmit=self._to_worker,
-            handler=lambda: endpoint.handler_for(worker_id),
+            handler=lambda: endpoint.handler_for(self),
             max_bytes=endpoint.max_message_bytes,
         )
         self.worker_side = Channel(
@@ -67,9 +73,10 @@ class _Connection:
 
 
 class MemoryEndpoint:
-    def __init__(self, coordinator_id: str, max_message_bytes: int) -> None:
+    def __init__(self, coordinator_id: str, max_message_bytes: int, token: str | None) -> None:
         self.coordinator_id = coordinator_id
         self.max_message_bytes = max_message_bytes
+        self.token = token
         self._handler: CoordinatorHandler | None = None
         self._disconnect_handler: DisconnectHandler | None = None
         self._connections: dict[str, _Connection] = {}
@@ -81,36 +88,58 @@ class MemoryEndpoint:
     def on_disconnect(self, handler: DisconnectHandler) -> None:
         self._disconnect_handler = handler
 
-    def handler_for(self, worker_id: str) -> Handler | None:
+    def handler_for(self, connection: _Connection) -> Handler | None:
         handler = self._handler
         if handler is None:
             return None
 
         async def handle(message: AnyMessage) -> AnyMessage | None:
-            return await handler(worker_id, message)
+            if not connection.authorized:
+                refusal = self._admit(connection, message)
+                if refusal is not None:
+                    return refusal
+            return await handler(connection.worker_id, message)
 
         return handle
+
+    def _admit(self, connection: _Connection, message: AnyMessage) -> Refusal | None:
+        """Admit a connection on a Hello carrying the token; otherwise refuse and cut it."""
+        if isinstance(message, Hello) and message.token == self.token:
+            connection.authorized = True
+            self._register(connection)
+            return None
+        log.warning("broker: refused worker %s: bad or missing token", connection.worker_id)
+        # Cut once the refusal (sent as soon as the handler returns) has been delivered.
+        asyncio.get_running_loop().call_soon(connection.cut)
+        return Refusal(code="unauthorized", reason="a Hello with the worker token is required")
 
     async def start(self) -> None:
         self._started = True
 
     async def stop(self) -> None:
+        """Cut every link (they reconnect once started again). Nothing is reported through
+        on_disconnect: the workers did not leave, this coordinator did."""
         self._started = False
-        for connection in list(self._connections.values()):
-            await self.detach(connection)
+        for connection in self._connections.values():
+            connection.cut()
+        self._connections.clear()
 
     def attach(self, link: MemoryWorkerLink) -> _Connection:
         if not self._started:
             raise BrokerError("the coordinator endpoint is not started")
-        previous = self._connections.get(link.worker_id)
-        if previous is not None:
-            # A second link with the same id replaces the first, as a reconnect would.
-            previous.cut()
         connection = _Connection(link.worker_id, self, link)
         connection.coordinator_side.start()
         connection.worker_side.start(hold=True)
-        self._connections[link.worker_id] = connection
+        if connection.authorized:
+            self._register(connection)
         return connection
+
+    def _register(self, connection: _Connection) -> None:
+        previous = self._connections.get(connection.worker_id)
+        if previous is not None:
+            # A second link with the same id replaces the first, as a reconnect would.
+            previous.cut()
+        self._connections[connection.worker_id] = connection
 
     async def detach(self, connection: _Connection) -> None:
         if not connection.alive:
@@ -152,8 +181,11 @@ class MemoryEndpoint:
 
 
 class MemoryWorkerLink:
-    def __init__(self, hub: MemoryHub, worker_id: str, max_message_bytes: int) -> None:
+    def __init__(
+        self, hub: MemoryHub, worker_id: str, max_message_bytes: int, token: str | None
+    ) -> None:
         self.worker_id = worker_id
+        self.token = token
         self.max_message_bytes = max_message_bytes
         self.handler: WorkerHandler | None = None
         self._hub = hub
@@ -194,9 +226,11 @@ class MemoryWorkerLink:
                 await asyncio.sleep(self._backoff.next_delay())
                 continue
             connection.worker_side.release()
-            self._backoff.reset()
             self._ready.set()
+            connected_at = time.monotonic()
             await connection.lost.wait()
+            if time.monotonic() - connected_at > STABLE_CONNECTION_S:
+                self._backoff.reset()
             self._ready.clear()
             await asyncio.sleep(self._backoff.next_delay())
 
@@ -217,11 +251,16 @@ class MemoryWorkerLink:
             raise BrokerError("not connected to the coordinator")
         return connection
 
+    def _with_token(self, message: AnyMessage) -> AnyMessage:
+        if isinstance(message, Hello) and message.token is None:
+            message.token = self.token
+        return message
+
     async def send(self, message: AnyMessage) -> None:
-        await self._live().worker_side.send(message)
+        await self._live().worker_side.send(self._with_token(message))
 
     async def request(self, message: AnyMessage, timeout: float) -> AnyMessage:  # noqa: ASYNC109
-        return await self._live().worker_side.request(message, timeout)
+        return await self._live().worker_side.request(self._with_token(message), timeout)
 
     @property
     def connected(self) -> bool:
@@ -235,15 +274,16 @@ class MemoryHub:
         self,
         coordinator_id: str = "coordinator",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        token: str | None = None,
     ) -> None:
         self.max_message_bytes = max_message_bytes
-        self.endpoint = MemoryEndpoint(coordinator_id, max_message_bytes)
+        self.endpoint = MemoryEndpoint(coordinator_id, max_message_bytes, token)
 
     def coordinator_endpoint(self) -> MemoryEndpoint:
         return self.endpoint
 
-    def worker_link(self, worker_id: str) -> MemoryWorkerLink:
-        return MemoryWorkerLink(self, worker_id, self.max_message_bytes)
+    def worker_link(self, worker_id: str, token: str | None = None) -> MemoryWorkerLink:
+        return MemoryWorkerLink(self, worker_id, self.max_message_bytes, token)
 
     async def drop(self, worker_id: str) -> None:
         """Cut a worker's connection as a network failure would: the coordinator sees the

@@ -131,6 +131,8 @@ class WebSocketEndpoint:
         self._started = True
 
     async def stop(self) -> None:
+        """Close every connection (links reconnect once started again). Nothing is reported
+        through on_disconnect: the workers did not leave, this coordinator did."""
         self._started = False
         for connection in list(self._connections.values()):
             await connection.close(1001)
@@ -203,7 +205,7 @@ class WebSocketEndpoint:
         if self._connections.get(connection.worker_id) is not connection:
             return
         del self._connections[connection.worker_id]
-        if self._disconnect_handler is not None:
+        if self._disconnect_handler is not None and self._started:
             try:
                 await self._disconnect_handler(connection.worker_id)
             except Exception:
