@@ -71,6 +71,8 @@ def test_decorator_registers_the_type_with_its_policies() -> None:
         "async",
     )
     assert info.entrypoint is None  # a local function cannot be imported by another process
+    assert info.retry["max_attempts"] == 7 and info.checkpoint["interval_s"] == 2.0
+    assert info.timeout_s == 30
 
 
 def test_decorator_rejects_unknown_policy_fields_and_bad_isolation() -> None:
@@ -115,11 +117,19 @@ def test_unknown_type_lookup_raises() -> None:
 def test_registry_loads_a_module_function_entrypoint_at_runtime() -> None:
     registry = Registry()
     info = TypeInfo(
-        name="loaded", version="5", entrypoint="examples.demo_jobs:counter", resources_cpu=2.0
+        name="loaded",
+        version="5",
+        entrypoint="examples.demo_jobs:counter",
+        resources_cpu=2.0,
+        retry={"max_attempts": 9},
+        timeout_s=12.0,
     )
     definition = registry.load(info)
     assert registry.get("loaded", "5") is definition
-    assert definition.type.resources.cpu == 2.0  # what was registered wins over the decorator
+    # What was registered wins over the decorator.
+    assert definition.type.resources.cpu == 2.0
+    assert definition.type.retry.max_attempts == 9
+    assert definition.type.timeout_s == 12.0
     assert definition.handler.__name__ == "counter"
     with pytest.raises(ModuleNotFoundError):
         registry.load(TypeInfo(name="x", entrypoint="nope_mod:fn"))

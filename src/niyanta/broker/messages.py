@@ -45,6 +45,11 @@ class TypeInfo(msgspec.Struct, omit_defaults=True):
     resources_cpu: float = 0.0
     resources_memory_mb: int = 0
     isolation: str = "async"
+    retry: dict[str, int | float] = {}
+    """``RetryPolicy`` fields as declared by the type (empty: the defaults)."""
+    checkpoint: dict[str, int | float] = {}
+    """``CheckpointPolicy`` fields as declared by the type (empty: the defaults)."""
+    timeout_s: float | None = None
 
 
 class InventoryItem(msgspec.Struct, omit_defaults=True):

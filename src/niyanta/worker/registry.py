@@ -51,6 +51,9 @@ class WorkloadDefinition:
             resources_cpu=self.type.resources.cpu,
             resources_memory_mb=self.type.resources.memory_mb,
             isolation=self.type.isolation.value,
+            retry=dataclasses.asdict(self.type.retry),
+            checkpoint=dataclasses.asdict(self.type.checkpoint),
+            timeout_s=self.type.timeout_s,
         )
 
 
@@ -114,6 +117,11 @@ class Registry:
             entrypoint=info.entrypoint,
             resources=Resources(cpu=info.resources_cpu, memory_mb=info.resources_memory_mb),
             isolation=Isolation(info.isolation),
+            retry=replace(base.retry, **_fields(info.retry, RetryPolicy, "retry")),
+            checkpoint=replace(
+                base.checkpoint, **_fields(info.checkpoint, CheckpointPolicy, "checkpoint")
+            ),
+            timeout_s=info.timeout_s if info.timeout_s is not None else base.timeout_s,
         )
         definition = WorkloadDefinition(
             type=workload_type,
