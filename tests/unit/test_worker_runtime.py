@@ -37,6 +37,7 @@ from niyanta.broker.messages import (
     Welcome,
 )
 from niyanta.clock import FakeClock
+from niyanta.errors import BrokerError
 from niyanta.worker import JoinRefused, Worker, WorkerSettings
 
 M = TypeVar("M", bound=AnyMessage)
@@ -139,6 +140,21 @@ async def child_loop(ctx: WorkloadContext) -> dict[str, int]:
         state["i"] += 1
         await ctx.save_checkpoint(state)
     return state
+
+
+@workload(
+    "child-dependency",
+    registry=REGISTRY,
+    isolation="process",
+    breaker={"failure_threshold": 1, "cooldown_s": 60},
+)
+async def child_dependency(ctx: WorkloadContext) -> None:
+    try:
+        async with ctx.dependency("db"):
+            raise TransientError("db down")
+    except TransientError:
+        await ctx.save_checkpoint({"failed": True})
+    await ctx.sleep(30)
 
 
 @workload("memory-hog", registry=REGISTRY, isolation="process", resources={"memory_mb": 64})
@@ -307,6 +323,24 @@ async def test_hello_refused_ends_run_with_join_refused(hub: MemoryHub) -> None:
     await coordinator.endpoint.start()
     worker = Worker(WorkerSettings(worker_id="w-1"), hub.worker_link("w-1"), REGISTRY)
     with pytest.raises(JoinRefused):
+        await asyncio.wait_for(worker.run(), 5)
+
+
+async def test_a_link_that_cannot_connect_ends_run_with_its_error(hub: MemoryHub) -> None:
+    class BrokenLink:
+        connected = False
+
+        def on_message(self, handler: object) -> None: ...
+
+        def on_connect(self, handler: object) -> None: ...
+
+        async def connect(self) -> None:
+            raise BrokerError("no route to coordinator")
+
+        async def close(self) -> None: ...
+
+    worker = Worker(WorkerSettings(worker_id="w-1"), BrokenLink(), REGISTRY)  # type: ignore[arg-type]
+    with pytest.raises(BrokerError, match="no route"):
         await asyncio.wait_for(worker.run(), 5)
 
 
@@ -610,6 +644,14 @@ async def test_memory_hog_in_a_child_fails_with_error_class_resource(rig: Rig) -
     await rig.coordinator.start("w-1", "memory-hog")
     result = await rig.coordinator.wait_for(Result, within=30)
     assert (result.outcome, result.error_class) == ("failed", "resource")
+
+
+async def test_a_child_dependency_failure_opens_the_breaker_in_the_worker(rig: Rig) -> None:
+    await rig.coordinator.start("w-1", "child-dependency")
+    await rig.coordinator.wait_for(CheckpointMsg, within=30)
+    await rig.coordinator.wait_for(
+        Heartbeat, lambda m: m.metrics.get("breaker.child-dependency.db") == 2.0
+    )
 
 
 async def test_stopped_child_checkpoints_and_yields(rig: Rig) -> None:

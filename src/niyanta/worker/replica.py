@@ -115,7 +115,7 @@ class ReplicaRun:
     def stop(self, reason: str) -> None:
         """Ask the workload to checkpoint and return; cut it off after the grace period."""
         if reason == "fenced":
-            self.fence_out("stopped as fenced", at_once=False)
+            self.fence_out("stopped as fenced", at_once=True)
             return
         self.log.info("replica stop requested", reason=reason)
         self.ctx.request_stop(reason)

@@ -92,6 +92,11 @@ class Worker:
         connecting = asyncio.create_task(self._link.connect())
         finished = asyncio.create_task(self._finished.wait())
         await asyncio.wait({connecting, finished}, return_when=asyncio.FIRST_COMPLETED)
+        failure = connecting.exception() if connecting.done() else None
+        if failure is not None:
+            finished.cancel()
+            await self._shutdown()
+            raise failure
         if not finished.done():
             self._loops = [
                 asyncio.create_task(self._heartbeat_loop(), name="worker:heartbeat"),
