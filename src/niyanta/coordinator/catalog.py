@@ -53,6 +53,11 @@ class Catalog:
         self.remember(workload)
         return workload
 
+    def customer_of(self, workload_id: str) -> str | None:
+        """The workload's customer if it is cached (for log lines; never reads the store)."""
+        cached = self._workloads.get(workload_id)
+        return cached.customer_id if cached is not None else None
+
     def remember(self, workload: Workload) -> None:
         self._workloads[workload.id] = workload
         self._workloads.move_to_end(workload.id)

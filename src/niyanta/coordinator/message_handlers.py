@@ -35,17 +35,15 @@ from niyanta.coordinator.ordered_writes import OrderedWriter
 from niyanta.coordinator.progress_buffer import ProgressBuffer
 from niyanta.coordinator.retry_policy import retry_at
 from niyanta.coordinator.settings import CoordinatorSettings
+from niyanta.coordinator.type_info import type_from_info
 from niyanta.coordinator.worker_commands import StopReason, WorkerCommands
 from niyanta.coordinator.worker_registry import WorkerRegistry
 from niyanta.errors import Conflict, NiyantaError, UnknownWorkloadType
 from niyanta.model import (
     ErrorClass,
     ErrorInfo,
-    Isolation,
     Replica,
     ReplicaKey,
-    Resources,
-    WorkloadType,
 )
 from niyanta.observability.metrics import CoordinatorMetrics
 from niyanta.states import ReplicaState
@@ -85,20 +83,6 @@ class RecentReplies:
             self._replies.popitem(last=False)
 
 
-def type_from_info(info: TypeInfo) -> WorkloadType:
-    return WorkloadType(
-        name=info.name,
-        version=info.version,
-        entrypoint=info.entrypoint,
-        resources=Resources(info.resources_cpu, info.resources_memory_mb),
-        isolation=Isolation(info.isolation),
-    )
-
-
-def _fields(key: ReplicaKey, worker_id: str, fence: int) -> dict[str, object]:
-    return {"workload": key.workload_id, "replica": key.index, "worker": worker_id, "fence": fence}
-
-
 class MessageHandlers:
     def __init__(
         self,
@@ -127,6 +111,15 @@ class MessageHandlers:
         self._is_leader = is_leader
         self._wake = wake_scheduler
         self._replies = RecentReplies()
+
+    def _fields(self, key: ReplicaKey, worker_id: str, fence: int) -> dict[str, object]:
+        return {
+            "customer": self._catalog.customer_of(key.workload_id),
+            "workload": key.workload_id,
+            "replica": key.index,
+            "worker": worker_id,
+            "fence": fence,
+        }
 
     async def handle(self, worker_id: str, message: AnyMessage) -> AnyMessage | None:
         """The broker's entry point for every message from a worker."""
@@ -219,7 +212,9 @@ class MessageHandlers:
             if replica is None or replica.fence != item.fence:
                 await self._commands.stop(worker_id, key, item.fence, StopReason.FENCED)
         for replica in held.values() if release_missing else ():
-            log.info("replica.missing_on_worker", **_fields(replica.key, worker_id, replica.fence))
+            log.info(
+                "replica.missing_on_worker", **self._fields(replica.key, worker_id, replica.fence)
+            )
             release = ReleaseReplica(replica.key, replica.fence, "not in the worker's inventory")
             self._writer.submit_detached(release)
 
@@ -231,7 +226,9 @@ class MessageHandlers:
         for replica in released:
             self._metrics.reassignments.labels(reason=reason).inc()
             log.info(
-                "replica.released", reason=reason, **_fields(replica.key, worker_id, replica.fence)
+                "replica.released",
+                reason=reason,
+                **self._fields(replica.key, worker_id, replica.fence),
             )
         log.info("worker.left", worker=worker_id, reason=reason, released=len(released))
         self._wake(None)
@@ -255,7 +252,7 @@ class MessageHandlers:
         ]
         for item in fenced:
             key = ReplicaKey(item.workload_id, item.index)
-            log.info("lease.fenced", **_fields(key, worker_id, item.fence))
+            log.info("lease.fenced", **self._fields(key, worker_id, item.fence))
         return LeaseGrant(ttl_s=ttl, fenced=fenced)
 
     # --- writes --------------------------------------------------------------------------------
@@ -265,11 +262,13 @@ class MessageHandlers:
 
         def refused(write: FencedWrite, exc: NiyantaError) -> None:
             # Started for an assignment that moved on: the worker must stop it.
-            log.info("replica.start_refused", code=exc.code, **_fields(key, worker_id, write.fence))
+            log.info(
+                "replica.start_refused", code=exc.code, **self._fields(key, worker_id, write.fence)
+            )
             self._commands.spawn_stop(worker_id, key, write.fence, StopReason.FENCED)
 
         self._writer.submit_detached(MarkRunning(key, started.fence, worker_id), refused)
-        log.debug("replica.started", **_fields(key, worker_id, started.fence))
+        log.debug("replica.started", **self._fields(key, worker_id, started.fence))
 
     async def on_checkpoint(self, worker_id: str, message: CheckpointMsg) -> AnyMessage:
         key = ReplicaKey(message.workload_id, message.index)
@@ -278,7 +277,9 @@ class MessageHandlers:
             await self._writer.submit(write)
         except NiyantaError as exc:
             return self._refused(worker_id, key, message.fence, exc, "checkpoint")
-        log.debug("checkpoint.saved", seq=message.seq, **_fields(key, worker_id, message.fence))
+        log.debug(
+            "checkpoint.saved", seq=message.seq, **self._fields(key, worker_id, message.fence)
+        )
         return Ack()
 
     async def on_result(self, worker_id: str, message: Result) -> AnyMessage:
@@ -321,7 +322,7 @@ class MessageHandlers:
         )
 
     def _report(self, worker_id: str, message: Result, replica: Replica) -> None:
-        fields = _fields(replica.key, worker_id, message.fence)
+        fields = self._fields(replica.key, worker_id, message.fence)
         if replica.state is ReplicaState.RETRYING:
             log.info(
                 "replica.retrying",
@@ -346,7 +347,10 @@ class MessageHandlers:
         self, worker_id: str, key: ReplicaKey, fence: int, exc: NiyantaError, what: str
     ) -> Refusal:
         log.info(
-            f"{what}.refused", code=exc.code, reason=exc.message, **_fields(key, worker_id, fence)
+            f"{what}.refused",
+            code=exc.code,
+            reason=exc.message,
+            **self._fields(key, worker_id, fence),
         )
         if exc.code == "fenced_out":
             self._metrics.fenced_writes.labels(kind=what).inc()

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import structlog
 
-from niyanta.broker.messages import Drain, LoadType, TypeInfo
+from niyanta.broker.messages import Drain, LoadType
 from niyanta.coordinator.leader import LEADER_LEASE
 from niyanta.coordinator.runtime import CoordinatorRuntime
+from niyanta.coordinator.type_info import info_from_type
 from niyanta.coordinator.worker_commands import StopReason
 from niyanta.coordinator.worker_registry import WorkerRecord
 from niyanta.errors import BrokerError, InvalidInput, NotLeader, UnknownWorker
@@ -76,14 +77,7 @@ class CoordinatorService:
         registered = await self._store.register_type(wtype)
         log.info("type.registered", type=wtype.name, version=wtype.version, by=API_ACTOR)
         if registered.entrypoint is not None and self.is_leader:
-            info = TypeInfo(
-                name=registered.name,
-                version=registered.version,
-                entrypoint=registered.entrypoint,
-                resources_cpu=registered.resources.cpu,
-                resources_memory_mb=registered.resources.memory_mb,
-                isolation=registered.isolation.value,
-            )
+            info = info_from_type(registered)
             try:
                 await self._rt.endpoint.broadcast(LoadType(type=info))
             except BrokerError as exc:
