@@ -243,9 +243,9 @@ class NatsEndpoint:
             await channel.close()
         self._channels.clear()
         self._last_seen.clear()
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
 
     def _channel(self, worker_id: str) -> Channel:
         channel = self._channels.get(worker_id)
@@ -310,6 +310,8 @@ class NatsEndpoint:
             log.warning("broker: %s", exc)
 
     async def _on_nats_lost(self) -> None:
+        if self._client is None:
+            return  # stop() closed it
         log.warning("broker: coordinator lost NATS; reconnecting")
 
     async def _on_nats_back(self) -> None:
