@@ -1,6 +1,7 @@
 """Choose a transport from a spec string (the ``--broker`` option and ``NIYANTA_BROKER``):
 
-- ``memory``: in-process, through the ``MemoryHub`` passed as ``hub``;
+- ``memory``: in-process, through the ``MemoryHub`` passed as ``hub`` (a worker token, if any, is
+  the hub's: ``MemoryHub(token=...)``);
 - ``builtin``: the coordinator's WebSocket endpoint; workers dial ``urls`` (``http(s)://`` or
   ``ws(s)://`` coordinator addresses, tried in turn). A spec that is itself a ``ws://`` or
   ``wss://`` URL, or several joined by commas, names those addresses directly;
@@ -64,7 +65,7 @@ def open_worker_link(
     if spec == "memory":
         if hub is None:
             raise ValueError("the memory broker needs the MemoryHub shared with the coordinator")
-        return hub.worker_link(worker_id)
+        return hub.worker_link(worker_id, token)
     if spec == "builtin" or spec.startswith(("ws://", "wss://")):
         addresses = urls if spec == "builtin" else spec.split(",")
         if not addresses:
