@@ -23,6 +23,7 @@ from niyanta.errors import (
     InvalidInput,
     NotFound,
     PayloadTooLarge,
+    StoreUnavailable,
     UnknownCustomer,
     UnknownTier,
     UnknownWorkload,
@@ -520,6 +521,37 @@ async def test_group_committer_resolves_each_caller(store: Store) -> None:
         assert (await store.get_replica(r.key)).checkpoint_seq == 20
     assert all(isinstance(o, FencedOut) for outcomes in bad for o in outcomes)
     assert counting.transactions < 8 * 40 / 4
+
+
+async def test_group_committer_keeps_each_replicas_writes_in_order(store: Store) -> None:
+    replicas = [await running(store) for _ in range(4)]
+    committer = GroupCommitter(store, max_batch=3)
+    writes: list[FencedWrite] = [
+        SaveCheckpoint(r.key, r.fence, seq, b"%d" % seq) for seq in range(1, 16) for r in replicas
+    ]
+    writes += [CompleteReplica(r.key, r.fence, {"seq": 15}) for r in replicas]
+    results = await asyncio.gather(*(committer.submit(w) for w in writes))
+    await committer.close()
+    assert [c.seq for c in results if isinstance(c, Checkpoint)] == [
+        seq for seq in range(1, 16) for _ in replicas
+    ]
+    for r in replicas:
+        done = await store.get_replica(r.key)
+        assert (done.state, done.checkpoint_seq) == (S.SUCCEEDED, 15)
+
+
+async def test_group_committer_reports_a_failed_transaction_to_every_caller(store: Store) -> None:
+    r = await running(store)
+    committer = GroupCommitter(store)
+    await store.close()
+    outcomes = await asyncio.gather(
+        *(committer.submit(RecordProgress(r.key, r.fence, 0.5)) for _ in range(5)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes)
+    await committer.close()
+    with pytest.raises(StoreUnavailable):
+        await committer.submit(RecordProgress(r.key, r.fence, 0.5))
 
 
 async def test_checkpoints_advance_and_resume_point(store: Store, clock: FakeClock) -> None:

@@ -1,19 +1,24 @@
-"""Group commit: many callers' fenced writes gathered into one ``apply_writes`` transaction.
+"""Group commit: many callers' fenced writes gathered into few ``apply_writes`` transactions.
 
-A caller awaits ``submit(write)``; the committer collects what arrives while the previous batch
-commits, plus up to ``max_delay_s`` more (or until ``max_batch`` writes), applies the batch in one
-transaction and resolves every caller with its own result (or raises its own refusal). One batch
-is in flight at a time, so writes to one replica are applied in the order they were submitted.
+A caller awaits ``submit(write)``. The committer takes what has queued (waiting while more keeps
+arriving, up to ``max_delay_s``, or until ``max_batch`` writes), applies the batch in one
+transaction, and resolves every caller with its own result or raises its own refusal.
+
+Up to ``max_in_flight`` batches commit at once (PostgreSQL runs them in parallel; SQLite has one
+writer, so it gets one). A batch never takes a write for a replica that a batch in flight
+touches: writes to one replica are applied in the order they were submitted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter, deque
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from niyanta.errors import StoreUnavailable
+from niyanta.model import ReplicaKey
 from niyanta.store.base import FencedWrite, WriteResult
 
 _Pending = tuple[FencedWrite, "asyncio.Future[WriteResult]"]
@@ -25,14 +30,31 @@ class WriteApplier(Protocol):
     async def apply_writes(self, writes: Sequence[FencedWrite]) -> list[WriteResult]: ...
 
 
+@runtime_checkable
+class ParallelWrites(Protocol):
+    parallel_writes: int
+    """How many write transactions the store runs at once to good effect."""
+
+
 class GroupCommitter:
     def __init__(
-        self, store: WriteApplier, max_batch: int = 500, max_delay_s: float = 0.002
+        self,
+        store: WriteApplier,
+        max_batch: int = 500,
+        max_delay_s: float = 0.002,
+        max_in_flight: int | None = None,
     ) -> None:
         self._store = store
         self._max_batch = max_batch
         self._max_delay_s = max_delay_s
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        if max_in_flight is None:
+            max_in_flight = store.parallel_writes if isinstance(store, ParallelWrites) else 1
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._queue: deque[_Pending] = deque()
+        self._arrived = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._busy: Counter[ReplicaKey] = Counter()
+        self._batches: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -42,9 +64,10 @@ class GroupCommitter:
         if self._closed:
             raise StoreUnavailable("the group committer is closed")
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="group-commit")
+            self._task = asyncio.create_task(self._dispatch(), name="group-commit")
         future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((write, future))
+        self._queue.append((write, future))
+        self._arrived.set()
         result = await future
         if isinstance(result, Exception):
             raise result
@@ -53,37 +76,64 @@ class GroupCommitter:
     async def close(self) -> None:
         """Commit what is queued, then stop."""
         self._closed = True
-        if self._task is None:
-            return
-        await self._queue.join()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        while self._queue or self._batches:
+            self._settled.clear()
+            await self._settled.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
-    async def _gather(self) -> list[_Pending]:
-        batch = [await self._queue.get()]
-        deadline = asyncio.get_running_loop().time() + self._max_delay_s
-        while len(batch) < self._max_batch:
-            if self._queue.empty():
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
+    async def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+            await self._slots.acquire()
+            deadline = loop.time() + self._max_delay_s
+            # Gather while writes keep arriving (callers woken by the last batch resubmit within
+            # a loop pass or two), within the delay budget.
+            while len(self._queue) < self._max_batch and loop.time() < deadline:
+                before = len(self._queue)
+                await asyncio.sleep(0)
+                if len(self._queue) == before:
                     break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
-            else:
-                batch.append(self._queue.get_nowait())
+            batch = self._take()
+            if not batch:
+                # The oldest write's replica is in a batch in flight: wait for a batch to end.
+                self._slots.release()
+                self._settled.clear()
+                await self._settled.wait()
+                continue
+            task = asyncio.create_task(self._commit(batch))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    def _take(self) -> list[_Pending]:
+        """The longest run of queued writes (oldest first) free of replicas in flight."""
+        batch: list[_Pending] = []
+        while self._queue and len(batch) < self._max_batch:
+            write = self._queue[0][0]
+            if self._busy[write.key]:
+                break
+            batch.append(self._queue.popleft())
+        for write, _ in batch:
+            self._busy[write.key] += 1
         return batch
 
-    async def _run(self) -> None:
-        while True:
-            batch = await self._gather()
-            try:
-                results = await self._store.apply_writes([write for write, _ in batch])
-            except Exception as exc:  # the whole transaction failed: every caller learns why
-                results = [exc] * len(batch)
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
-                self._queue.task_done()
+    async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            results = await self._store.apply_writes([write for write, _ in batch])
+        except Exception as exc:  # the whole transaction failed: every caller learns why
+            results = [exc] * len(batch)
+        finally:
+            for write, _ in batch:
+                self._busy[write.key] -= 1
+                if not self._busy[write.key]:
+                    del self._busy[write.key]
+            self._slots.release()
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+        self._settled.set()

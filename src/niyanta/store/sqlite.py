@@ -58,6 +58,7 @@ class SqliteTx:
 
 class SqliteStore(SqlStore):
     dialect = "sqlite"
+    parallel_writes = 1
 
     def __init__(
         self,
