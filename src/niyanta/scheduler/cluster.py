@@ -223,10 +223,16 @@ class Cluster:
     # -- placing -----------------------------------------------------------------------------
 
     def place(self, i: int, replica: PendingReplica) -> None:
-        self.free_slots[i] -= 1
-        self.free_cpu[i] -= replica.resources.cpu
-        self.free_memory[i] -= replica.resources.memory_mb
-        self.free_slot_total -= 1
+        self.reserve(i, 1, replica.resources.cpu, replica.resources.memory_mb)
+        if self.anti_blocked or replica.key.workload_id in self._spread_keys:
+            self._occupy(i, replica.key.workload_id, replica.workload_labels)
+
+    def reserve(self, i: int, slots: int, cpu: float, memory: float) -> None:
+        """Take capacity on worker ``i`` (a placement, or a preemptor's claim)."""
+        self.free_slots[i] -= slots
+        self.free_cpu[i] -= cpu
+        self.free_memory[i] -= memory
+        self.free_slot_total -= slots
         cls = self.classes[self.class_of[i]]
         if self.free_slots[i] > 0:
             key = self._key_of(i)
@@ -235,8 +241,6 @@ class Cluster:
         else:
             self.key[i] = None
         self._refresh_top(cls)
-        if self.anti_blocked or replica.key.workload_id in self._spread_keys:
-            self._occupy(i, replica.key.workload_id, replica.workload_labels)
 
     def _refresh_top(self, cls: WorkerClass) -> None:
         heap, key = cls.heap, self.key

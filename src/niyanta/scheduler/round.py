@@ -121,8 +121,9 @@ class _Round:
             candidates: Sequence[int] = (found,)
             need = build_need(cluster, replica)
             result: int | Miss = Miss.NO_FIT
-            if cluster.key[found] is not None:
-                result = worker_allows(cluster, found, need) or found
+            if cluster.key[found] is not None:  # it has a free slot
+                refused = worker_allows(cluster, found, need)
+                result = found if refused is None else refused
         else:
             shape = cluster.shape(replica.type_name, affinity.required, affinity.preferred)
             if not shape.groups:
@@ -228,17 +229,28 @@ class _Round:
             return False
         (_, _, i), chosen = best
         worker = cluster.views[i].id
-        slots, cpu, memory = self.promised.get(i, (0, 0.0, 0.0))
-        self.promised[i] = (
-            slots + len(chosen) - 1,
-            cpu + sum(v.resources.cpu for v in chosen) - need.cpu,
-            memory + sum(v.resources.memory_mb for v in chosen) - need.memory,
-        )
+        self._claim(i, need, chosen)
         for victim in chosen:
             self.victims.add(victim.key)
             self.preemptions.append(Preemption(victim.key, worker, replica.key))
         self.reasons[replica.key] = reasons.preempting(len(chosen), worker)
         return True
+
+    def _claim(self, i: int, need: Need, victims: Sequence[RunningReplica]) -> None:
+        """The preemptor takes what its victims (and earlier victims' surplus) free first and
+        the rest from free capacity, which is reserved now so that nobody placed later in the
+        round takes it."""
+        slots, cpu, memory = self.promised.get(i, (0, 0.0, 0.0))
+        slots += len(victims)
+        cpu += sum(v.resources.cpu for v in victims)
+        memory += sum(v.resources.memory_mb for v in victims)
+        from_free = (max(0, 1 - slots), max(0.0, need.cpu - cpu), max(0.0, need.memory - memory))
+        self.cluster.reserve(i, *from_free)
+        self.promised[i] = (
+            slots - (1 - from_free[0]),
+            cpu - (need.cpu - from_free[1]),
+            memory - (need.memory - from_free[2]),
+        )
 
     def _priority(self, tier: str) -> int:
         return self.tiers[tier].priority
