@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
@@ -195,7 +196,9 @@ def _outcome(replica: JSONObject) -> str:
 
 
 def live_view(run: DemoRun, workloads: dict[str, JSONObject]) -> Table:
-    table = Table(title="workloads", title_justify="left", header_style="bold")
+    table = Table(
+        title="workloads", title_justify="left", header_style="bold", box=box.SIMPLE_HEAVY
+    )
     for column in ("customer", "type", "state", "worker", "try", "progress", "ckpt"):
         table.add_column(column, no_wrap=True)
     for workload_id, workload in workloads.items():
@@ -253,16 +256,30 @@ def _seconds(value: float | None) -> str:
 
 
 def summary_table(summaries: list[CustomerSummary]) -> Table:
-    table = Table(title="summary per customer", title_justify="left", header_style="bold")
+    """Fits 80 columns: "resumed" counts workloads resumed from a checkpoint, "wait" is the
+    queue wait of every placement."""
+    table = Table(
+        title="summary per customer",
+        title_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAVY,
+        pad_edge=False,
+    )
     for column in (
-        "customer", "tier", "submitted", "done", "failed", "retried", "resumed",
-        "wait p50", "wait p95",
-    ):  # fmt: skip
+        "customer",
+        "tier",
+        "done",
+        "failed",
+        "retried",
+        "resumed",
+        "wait p50",
+        "wait p95",
+    ):
         table.add_column(column, no_wrap=True)
     for s in summaries:
         table.add_row(
-            s.customer, s.tier, str(s.submitted), str(s.done), str(s.failed), str(s.retried),
-            str(s.resumed), _seconds(s.wait_p50), _seconds(s.wait_p95),
+            s.customer, s.tier, str(s.done), str(s.failed), str(s.retried), str(s.resumed),
+            _seconds(s.wait_p50), _seconds(s.wait_p95),
         )  # fmt: skip
     return table
 
