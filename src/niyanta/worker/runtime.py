@@ -316,6 +316,9 @@ class Worker:
     def _finished_run(self, run: ReplicaRun) -> None:
         if self._runs.get(run.key) is run:
             del self._runs[run.key]
+        task = run.task
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            run.log.error("replica run crashed", exc_info=task.exception())
 
     # --- ReplicaPort -----------------------------------------------------------------------------
 
