@@ -5,7 +5,8 @@ Measured in one run, with one coordinator endpoint and 1 and 10 worker links in 
   the coordinator's handler has seen the last one;
 - round trips: each worker sends ``Heartbeat`` requests one after another and waits for the
   coordinator's ``LeaseGrant``; round trips/s over all workers;
-- raw nats-py publish -> subscribe of the same encoded bytes (the floor NATS itself sets);
+- raw nats-py publish -> subscribe of the same encoded bytes, and raw request/reply to an echo
+  subscriber at the paced rate (the floors NATS itself sets);
 - round-trip p50/p99 at a paced 1,000 requests/s for 3 s (one worker);
 - killed-worker detection on WebSocket: a worker link in a subprocess is SIGKILLed; the time
   until the coordinator's on_disconnect runs (median of 5).
@@ -27,13 +28,14 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import nats
 import uvicorn
 import uvloop
+from nats.aio.msg import Msg
 from starlette.applications import Starlette
 
 from niyanta.broker.base import CoordinatorEndpoint, WorkerLink
@@ -199,15 +201,7 @@ async def paced_rtt(cluster: Cluster) -> tuple[float, float]:
             await link.request(Heartbeat(worker_id="b"), timeout=5)
             latencies.append((time.perf_counter() - started) * 1000)
 
-        tasks = []
-        count = int(PACED_RATE * PACED_SECONDS)
-        origin = time.perf_counter()
-        for i in range(count):
-            delay = origin + i / PACED_RATE - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
+        await paced(one)
         quantiles = statistics.quantiles(latencies, n=100)
         return quantiles[49], quantiles[98]
 
@@ -236,6 +230,45 @@ async def raw_nats_msgs_per_s() -> float:
     await publisher.close()
     await subscriber.close()
     return len(payloads) / elapsed
+
+
+async def raw_nats_paced_rtt() -> tuple[float, float]:
+    """(p50, p99) in ms of raw nats-py requests to an echo subscriber at PACED_RATE per second:
+    the floor NATS itself sets for the transport's round trips, on this machine, right now."""
+    requester = await nats.connect(NATS_URL)
+    responder = await nats.connect(NATS_URL)
+    subject = f"bench.echo.{uuid.uuid4().hex}"
+    payload = encode(Heartbeat(worker_id="b"))
+
+    async def echo(msg: Msg) -> None:
+        await responder.publish(msg.reply, msg.data)
+
+    await responder.subscribe(subject, cb=echo)
+    await responder.flush()
+    latencies: list[float] = []
+
+    async def one() -> None:
+        started = time.perf_counter()
+        await requester.request(subject, payload, timeout=5)
+        latencies.append((time.perf_counter() - started) * 1000)
+
+    await paced(one)
+    await requester.close()
+    await responder.close()
+    quantiles = statistics.quantiles(latencies, n=100)
+    return quantiles[49], quantiles[98]
+
+
+async def paced(one: Callable[[], Awaitable[None]]) -> None:
+    """Start ``one()`` PACED_RATE times a second for PACED_SECONDS; wait for all."""
+    tasks = []
+    origin = time.perf_counter()
+    for i in range(int(PACED_RATE * PACED_SECONDS)):
+        delay = origin + i / PACED_RATE - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
 
 
 KILLED_WORKER = """
@@ -303,6 +336,10 @@ async def main() -> None:
     raw = await raw_nats_msgs_per_s()
     figures["raw_nats_msgs_per_s"] = round(raw)
     print(f"raw nats-py publish -> subscribe: {raw:10,.0f} msg/s")
+    p50, p99 = await raw_nats_paced_rtt()
+    figures["raw_nats_rtt_p50_ms"] = round(p50, 3)
+    figures["raw_nats_rtt_p99_ms"] = round(p99, 3)
+    print(f"raw nats-py request/reply at {PACED_RATE}/s: p50 {p50:.3f} ms, p99 {p99:.3f} ms")
     figures["rtt_p99_ms"] = max(figures["ws_rtt_p99_ms"], figures["nats_rtt_p99_ms"])
     print(json.dumps(figures))
 
