@@ -76,6 +76,7 @@ class Worker:
         self._finished = asyncio.Event()
         self._draining = False
         self._closing = False
+        self._shut_down = False
         self._refusal: Refusal | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
@@ -91,21 +92,22 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         connecting = asyncio.create_task(self._link.connect())
         finished = asyncio.create_task(self._finished.wait())
-        await asyncio.wait({connecting, finished}, return_when=asyncio.FIRST_COMPLETED)
-        failure = connecting.exception() if connecting.done() else None
-        if failure is not None:
-            finished.cancel()
-            await self._shutdown()
-            raise failure
-        if not finished.done():
-            self._loops = [
-                asyncio.create_task(self._heartbeat_loop(), name="worker:heartbeat"),
-                asyncio.create_task(self._lease_watchdog(), name="worker:leases"),
-            ]
-            await finished
-        connecting.cancel()
-        with contextlib.suppress(asyncio.CancelledError, BrokerError):
-            await connecting
+        try:
+            await asyncio.wait({connecting, finished}, return_when=asyncio.FIRST_COMPLETED)
+            failure = connecting.exception() if connecting.done() else None
+            if failure is not None:
+                await self._shutdown()
+                raise failure
+            if not finished.done():
+                self._loops = [
+                    asyncio.create_task(self._heartbeat_loop(), name="worker:heartbeat"),
+                    asyncio.create_task(self._lease_watchdog(), name="worker:leases"),
+                ]
+                await finished
+        finally:
+            for task in (connecting, finished):
+                task.cancel()
+            await asyncio.gather(connecting, finished, return_exceptions=True)
         if self._refusal is not None:
             raise JoinRefused(f"{self._refusal.code}: {self._refusal.reason}")
 
@@ -356,8 +358,10 @@ class Worker:
         )
 
     async def _shutdown(self) -> None:
-        if self._finished.is_set():
+        if self._shut_down:
+            await self._finished.wait()
             return
+        self._shut_down = True
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
