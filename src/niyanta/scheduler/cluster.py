@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
 
-from niyanta.model import LabelSelector, PreferredSelector
+from niyanta.model import Affinity, LabelSelector, PreferredSelector
 from niyanta.scheduler.scoring import soft_affinity, utilisation, utilisation_key
 from niyanta.scheduler.selectors import matches_all
 from niyanta.scheduler.types import PendingReplica, RunningReplica, ScoringPolicy, WorkerView
@@ -114,9 +114,11 @@ class Cluster:
         self.free_slot_total = 0
         self._build_classes()
         self._shapes: dict[object, Shape] = {}
+        self._shape_by_id: dict[tuple[str, int], Shape] = {}
         self._eligible: dict[object, list[WorkerClass]] = {}
         self.anti_blocked: dict[LabelSelector, set[int]] = {}
         self._anti_sets_for: dict[LabelsKey, list[set[int]]] = {}
+        self._anti_sets_by_id: dict[int, list[set[int]]] = {}
         self.spread_used: dict[tuple[str, str], set[object]] = {}
         self._spread_keys: dict[str, list[str]] = {}
         self._running = running
@@ -183,11 +185,16 @@ class Cluster:
                 self.spread_used[(workload_id, key)].add(value)
 
     def _anti_sets(self, workload_labels: Mapping[str, str]) -> list[set[int]]:
-        key = labels_key(workload_labels)
-        sets = self._anti_sets_for.get(key)
+        # Replicas of one workload usually share their labels mapping: look it up by identity
+        # first (the input outlives the round, so identities are stable), then by content.
+        sets = self._anti_sets_by_id.get(id(workload_labels))
         if sets is None:
-            sets = [b for s, b in self.anti_blocked.items() if s.matches(workload_labels)]
-            self._anti_sets_for[key] = sets
+            key = labels_key(workload_labels)
+            sets = self._anti_sets_for.get(key)
+            if sets is None:
+                sets = [b for s, b in self.anti_blocked.items() if s.matches(workload_labels)]
+                self._anti_sets_for[key] = sets
+            self._anti_sets_by_id[id(workload_labels)] = sets
         return sets
 
     # -- eligibility -------------------------------------------------------------------------
@@ -202,6 +209,16 @@ class Cluster:
             ]
             self._eligible[cache_key] = found
         return found
+
+    def shape_of(self, type_name: str, affinity: Affinity) -> Shape:
+        """``shape`` for a replica, looked up by the identity of its affinity first (replicas
+        of one workload share it)."""
+        key = (type_name, id(affinity))
+        shape = self._shape_by_id.get(key)
+        if shape is None:
+            shape = self.shape(type_name, affinity.required, affinity.preferred)
+            self._shape_by_id[key] = shape
+        return shape
 
     def shape(
         self,
@@ -237,7 +254,10 @@ class Cluster:
         if self.free_slots[i] > 0:
             key = self._key_of(i)
             self.key[i] = key
-            heapq.heappush(cls.heap, (key, i))
+            if cls.heap and cls.heap[0][1] == i:  # the usual case: its top entry is now stale
+                heapq.heapreplace(cls.heap, (key, i))
+            else:
+                heapq.heappush(cls.heap, (key, i))
         else:
             self.key[i] = None
         self._refresh_top(cls)

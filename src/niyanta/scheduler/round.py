@@ -125,7 +125,7 @@ class _Round:
                 refused = worker_allows(cluster, found, need)
                 result = found if refused is None else refused
         else:
-            shape = cluster.shape(replica.type_name, affinity.required, affinity.preferred)
+            shape = cluster.shape_of(replica.type_name, affinity)
             if not shape.groups:
                 self.reasons[replica.key] = self._unmatched(replica)
                 return False

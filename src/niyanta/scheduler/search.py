@@ -59,26 +59,18 @@ class Need:
 
 
 def build_need(cluster: Cluster, replica: PendingReplica) -> Need:
-    affinity = replica.affinity
-    workload_id, spread = replica.key.workload_id, affinity.spread
-    spread_workers: set[object] | None = None
-    topology_used: set[object] | None = None
-    topology_key: str | None = None
+    affinity, resources, previous = replica.affinity, replica.resources, replica.previous_worker
+    previous_index = None if previous is None else cluster.index.get(previous)
+    spread = affinity.spread
+    if spread is None and not affinity.anti:
+        return Need(resources.cpu, resources.memory_mb, (), None, None, None, previous_index)
+    anti = tuple(cluster.anti_blocked[s] for s in affinity.anti)
+    if spread is None:
+        return Need(resources.cpu, resources.memory_mb, anti, None, None, None, previous_index)
+    used = cluster.spread_used[(replica.key.workload_id, spread)]
     if spread == SPREAD_BY_WORKER:
-        spread_workers = cluster.spread_used[(workload_id, spread)]
-    elif spread is not None:
-        topology_key = spread
-        topology_used = cluster.spread_used[(workload_id, spread)]
-    previous = replica.previous_worker
-    return Need(
-        replica.resources.cpu,
-        float(replica.resources.memory_mb),
-        tuple(cluster.anti_blocked[s] for s in affinity.anti),
-        spread_workers,
-        topology_key,
-        topology_used,
-        None if previous is None else cluster.index.get(previous),
-    )
+        return Need(resources.cpu, resources.memory_mb, anti, used, None, None, previous_index)
+    return Need(resources.cpu, resources.memory_mb, anti, None, spread, used, previous_index)
 
 
 def worker_allows(cluster: Cluster, i: int, need: Need) -> Miss | None:
@@ -145,9 +137,10 @@ def _best_in_group(
         cls = classes[c]
         top = cls.top
         if top is None or top[1] != i or top[0] != key:
-            heapq.heappop(heap)
             if top is not None and top > (key, i):
-                heapq.heappush(heap, (top[0], top[1], c))
+                heapq.heapreplace(heap, (top[0], top[1], c))
+            else:
+                heapq.heappop(heap)
             continue
         if best is not None and top >= best:
             break
