@@ -39,7 +39,7 @@ from niyanta.store.factory import open_store
 from niyanta.store.group_commit import GroupCommitter
 
 PG_ADMIN = os.environ.get("NIYANTA_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-WORKLOADS = 4000
+WORKLOADS = 3000
 BATCH = 200
 SINGLE = 400
 WRITERS = 64
@@ -60,37 +60,32 @@ async def timed(label: str, count: int, work: Callable[[], Awaitable[object]]) -
     return rate
 
 
-async def run(store: Store, name: str) -> dict[str, float]:
-    print(f"{name}:")
-    await store.create_customer(Customer("acme", "gold"))
-    await store.register_type(WorkloadType("bench"))
-    figures: dict[str, float] = {}
+async def submit_all(store: Store) -> float:
+    remaining = list(range(WORKLOADS))
 
-    async def submit_all() -> None:
-        queue = list(range(WORKLOADS))
+    async def submitter() -> None:
+        while remaining:
+            remaining.pop()
+            await store.submit_workload(WorkloadSpec("acme", "bench", {"n": 1}), "bench")
 
-        async def submitter() -> None:
-            while queue:
-                queue.pop()
-                await store.submit_workload(WorkloadSpec("acme", "bench", {"n": 1}), "bench")
-
+    async def work() -> None:
         await asyncio.gather(*(submitter() for _ in range(16)))
 
-    figures["submits_per_s"] = await timed("submit (16 concurrent callers)", WORKLOADS, submit_all)
+    return await timed("submit (16 concurrent callers)", WORKLOADS, work)
 
+
+async def assign_all(store: Store, assigned: list[Replica]) -> float:
     pending = await store.pending_replicas()
-    assigned: list[Replica] = []
 
-    async def assign_all() -> None:
+    async def work() -> None:
         for part in chunks(pending, BATCH):
-            assigned.extend(
-                await store.assign_replicas([Assignment(r.key, "w1", 300, r.fence) for r in part])
-            )
+            placements = [Assignment(r.key, "w1", 300, r.fence) for r in part]
+            assigned.extend(await store.assign_replicas(placements))
 
-    figures["assigns_per_s"] = await timed(
-        f"assign + lease (batches of {BATCH})", len(pending), assign_all
-    )
+    return await timed(f"assign + lease (batches of {BATCH})", len(pending), work)
 
+
+async def renew_1000(store: Store, assigned: Sequence[Replica]) -> float:
     renewals = [LeaseRenewal(r.key, r.fence) for r in assigned[:1000]]
     samples = []
     for _ in range(7):
@@ -98,36 +93,25 @@ async def run(store: Store, name: str) -> dict[str, float]:
         result = await store.renew_leases("w1", renewals, 300)
         samples.append((time.perf_counter() - started) * 1000)
         assert len(result.renewed) == 1000
-    figures["renew_1000_ms"] = statistics.median(samples)
-    print(f"  {'renew 1,000 leases in one call (median of 7)':<44} {figures['renew_1000_ms']:.1f} ms")
+    median = statistics.median(samples)
+    print(f"  {'renew 1,000 leases in one call (median of 7)':<44} {median:.1f} ms")
+    return median
 
-    single, checkpointed, batched = (
-        assigned[:SINGLE],
-        assigned[SINGLE : SINGLE + WRITERS],
-        assigned[SINGLE + WRITERS :],
-    )
 
-    async def one_commit_each() -> None:
-        for r in single:
-            [result] = await store.apply_writes([MarkRunning(r.key, r.fence, "w1")])
-            assert isinstance(result, Replica)
+async def in_batches(store: Store, writes: Sequence[FencedWrite]) -> None:
+    for part in chunks(writes, BATCH):
+        results = await store.apply_writes(part)
+        assert all(isinstance(x, Replica) for x in results)
 
-    figures["single_tps"] = await timed(
-        "transitions, one commit each", len(single), one_commit_each
-    )
 
-    async def group_commit() -> None:
-        for part in chunks(batched, BATCH):
-            results = await store.apply_writes([MarkRunning(r.key, r.fence, "w1") for r in part])
-            assert all(isinstance(x, Replica) for x in results)
+async def one_commit_each(store: Store, writes: Sequence[FencedWrite]) -> None:
+    for write in writes:
+        [result] = await store.apply_writes([write])
+        assert isinstance(result, Replica)
 
-    figures["batched_tps"] = await timed(
-        f"transitions, group commit (batches of {BATCH})", len(batched), group_commit
-    )
-    figures["batched_over_single"] = figures["batched_tps"] / figures["single_tps"]
 
-    for part in chunks(checkpointed, BATCH):
-        await store.apply_writes([MarkRunning(r.key, r.fence, "w1") for r in part])
+async def checkpoints(store: Store, writers: Sequence[Replica]) -> dict[str, float]:
+    """Each writer saves checkpoints one after another, all through one GroupCommitter."""
     committer = GroupCommitter(store)
     latencies: list[float] = []
 
@@ -137,31 +121,50 @@ async def run(store: Store, name: str) -> dict[str, float]:
             await committer.submit(SaveCheckpoint(key, fence, seq, b'{"n": %d}' % seq))
             latencies.append((time.perf_counter() - started) * 1000)
 
-    async def checkpoint_all() -> None:
-        await asyncio.gather(*(writer(r.key, r.fence) for r in checkpointed))
+    async def work() -> None:
+        await asyncio.gather(*(writer(r.key, r.fence) for r in writers))
 
-    figures["ckpt_per_s"] = await timed(
-        f"checkpoints, {WRITERS} writers via GroupCommitter",
-        WRITERS * CHECKPOINTS_PER_WRITER,
-        checkpoint_all,
+    rate = await timed(
+        f"checkpoints, {len(writers)} writers via GroupCommitter",
+        len(writers) * CHECKPOINTS_PER_WRITER,
+        work,
     )
     await committer.close()
     latencies.sort()
-    figures["ckpt_p50_ms"] = latencies[len(latencies) // 2]
-    figures["ckpt_p99_ms"] = latencies[int(len(latencies) * 0.99) - 1]
-    print(
-        f"  {'checkpoint latency p50 / p99':<44} "
-        f"{figures['ckpt_p50_ms']:.2f} / {figures['ckpt_p99_ms']:.2f} ms"
+    p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99) - 1]
+    print(f"  {'checkpoint latency p50 / p99':<44} {p50:.2f} / {p99:.2f} ms")
+    return {"ckpt_per_s": rate, "ckpt_p50_ms": p50, "ckpt_p99_ms": p99}
+
+
+async def run(store: Store, name: str) -> dict[str, float]:
+    print(f"{name}:")
+    await store.create_customer(Customer("acme", "gold"))
+    await store.register_type(WorkloadType("bench"))
+    figures = {"submits_per_s": await submit_all(store)}
+    assigned: list[Replica] = []
+    figures["assigns_per_s"] = await assign_all(store, assigned)
+    figures["renew_1000_ms"] = await renew_1000(store, assigned)
+    single = assigned[:SINGLE]
+    writers = assigned[SINGLE : SINGLE + WRITERS]
+    batched = assigned[SINGLE + WRITERS :]
+
+    def started(replicas: Sequence[Replica]) -> list[FencedWrite]:
+        return [MarkRunning(r.key, r.fence, "w1") for r in replicas]
+
+    figures["single_tps"] = await timed(
+        "transitions, one commit each", len(single), lambda: one_commit_each(store, started(single))
     )
-
-    completions: list[FencedWrite] = [CompleteReplica(r.key, r.fence, {"ok": 1}) for r in batched]
-
-    async def complete_all() -> None:
-        for part in chunks(completions, BATCH):
-            await store.apply_writes(part)
-
+    figures["batched_tps"] = await timed(
+        f"transitions, group commit (batches of {BATCH})",
+        len(batched),
+        lambda: in_batches(store, started(batched)),
+    )
+    figures["batched_over_single"] = figures["batched_tps"] / figures["single_tps"]
+    await in_batches(store, started(writers))
+    figures.update(await checkpoints(store, writers))
+    completions = [CompleteReplica(r.key, r.fence, {"ok": 1}) for r in batched]
     figures["completions_per_s"] = await timed(
-        f"completions (batches of {BATCH})", len(completions), complete_all
+        f"completions (batches of {BATCH})", len(batched), lambda: in_batches(store, completions)
     )
     return figures
 
