@@ -101,13 +101,7 @@ class _RecordingBackend:
         await self._breaker(dependency).acquire()
 
     def release_dependency(self, dependency: str, failure: bool | None) -> None:
-        breaker = self._breaker(dependency)
-        if failure is None:
-            breaker.abandon_probe()
-        elif failure:
-            breaker.record_failure()
-        else:
-            breaker.record_success()
+        self._breaker(dependency).release(failure)
 
     def _breaker(self, dependency: str) -> CircuitBreaker:
         policy = self._definition.breaker if self._definition else BreakerPolicy()

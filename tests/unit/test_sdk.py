@@ -185,15 +185,20 @@ async def test_failed_probe_opens_the_breaker_for_another_cooldown() -> None:
     await asyncio.wait_for(waiter, 1)
 
 
-async def test_guard_counts_transient_failures_but_not_permanent_ones() -> None:
-    breaker = CircuitBreaker("t/db", BreakerPolicy(failure_threshold=1, cooldown_s=60))
-    with pytest.raises(PermanentError):
-        async with breaker.guard():
-            raise PermanentError("bad input")
+async def test_dependency_failures_count_when_transient_but_not_when_permanent() -> None:
+    async def call_dependency(ctx: WorkloadContext) -> None:
+        async with ctx.dependency("db"):
+            raise PermanentError("bad input") if ctx.params["permanent"] else TransientError("down")
+
+    registry = Registry()
+    workload("db-user", breaker={"failure_threshold": 1, "cooldown_s": 60}, registry=registry)(
+        call_dependency
+    )
+    board = BreakerBoard()
+    await run_workload("db-user", {"permanent": True}, breakers=board, registry=registry)
+    breaker = board.get("db-user", "db", BreakerPolicy())
     assert breaker.state is BreakerState.CLOSED
-    with pytest.raises(TransientError):
-        async with breaker.guard():
-            raise TransientError("down")
+    await run_workload("db-user", {"permanent": False}, breakers=board, registry=registry)
     assert breaker.state is BreakerState.OPEN
 
 

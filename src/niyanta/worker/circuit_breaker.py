@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -100,19 +98,14 @@ class CircuitBreaker:
             self._opened_at = self._clock.monotonic() - self.policy.cooldown_s
             self._set_state(BreakerState.OPEN)
 
-    @asynccontextmanager
-    async def guard(self) -> AsyncIterator[None]:
-        """``async with breaker.guard(): call()`` with the outcome recorded."""
-        await self.acquire()
-        try:
-            yield
-        except BaseException as exc:
-            if counts_as_dependency_failure(exc):
-                self.record_failure()
-            else:
-                self.abandon_probe()
-            raise
-        self.record_success()
+    def release(self, failure: bool | None) -> None:
+        """Record a call's outcome: True a transient failure, False healthy, None unknown."""
+        if failure is None:
+            self.abandon_probe()
+        elif failure:
+            self.record_failure()
+        else:
+            self.record_success()
 
     def _set_state(self, state: BreakerState) -> None:
         self._state = state

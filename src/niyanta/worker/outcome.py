@@ -14,10 +14,6 @@ NO_ANSWER_REASONS = frozenset({"cancel", "fenced"})
 """Stops after which nothing is written: the store already moved the replica on."""
 
 
-class ResourceLimitExceeded(PermanentError):
-    """The workload exceeded a resource limit of its isolation (memory)."""
-
-
 class WorkloadTimedOut(TransientError):
     """The workload ran longer than its type's ``timeout_s``."""
 
@@ -52,7 +48,7 @@ def classify_error(error: BaseException) -> ErrorClass:
         return error.error_class
     if isinstance(error, FencedOut):
         return ErrorClass.FENCED
-    if isinstance(error, ResourceLimitExceeded | MemoryError):
+    if isinstance(error, MemoryError):
         return ErrorClass.RESOURCE
     if isinstance(error, WorkloadTimedOut):
         return ErrorClass.TIMEOUT

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -130,12 +130,6 @@ class Registry:
         )
         self._definitions[definition.key] = definition
         return definition
-
-    @staticmethod
-    def import_modules(modules: Iterable[str]) -> None:
-        """Import modules so that their ``@workload`` decorators register their types."""
-        for module in modules:
-            importlib.import_module(module)
 
 
 def _same_code(a: Handler, b: Handler) -> bool:
