@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.console import Group
+from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
@@ -105,6 +105,11 @@ def plan(workdir: Path, page_server_url: str) -> tuple[list[Planned], Planned]:
         Planned("initech", "demo-counter", counter),
     ]
     return workloads, victim
+
+
+def say(line: str, on: Console = console) -> None:
+    """One narration line, never wrapped (logs and tests search it)."""
+    on.print(line, highlight=False, soft_wrap=True)
 
 
 # --- watching the run ------------------------------------------------------------------------
@@ -241,7 +246,7 @@ def watch(client: NiyantaClient, cluster: DemoCluster, run: DemoRun, timeout_s: 
             ]
             for line in lines:
                 if line:
-                    live.console.print(line, highlight=False)
+                    say(line, live.console)
             live.update(live_view(run, workloads))
             if len(run.finished) == len(run.planned):
                 return
@@ -361,23 +366,22 @@ def demo(
             page_server,
             cluster.client() as client,
         ):
-            console.print(
+            say(
                 f"coordinator {cluster.url} (SQLite in {cluster.workdir}, built-in WebSocket "
                 f"broker); workers: {', '.join(cluster.workers)}"
             )
             run = DemoRun()
             planned, victim = plan(cluster.workdir, page_server.url)
             submit_all(client, run, planned, victim)
-            console.print(
-                f"customers {json.dumps(CUSTOMERS)}; submitted {len(run.planned)} workloads"
-            )
+            say(f"customers {json.dumps(CUSTOMERS)}; submitted {len(run.planned)} workloads")
             watch(client, cluster, run, timeout)
             found = report(client, run)
     except DemoStartupError as error:
-        console.print(f"[bold red]demo failed to start:[/] {error}")
+        say(f"[bold red]demo failed to start:[/] {error}")
         raise typer.Exit(1) from error
     elapsed = time.monotonic() - started
     if found:
-        console.print(Group(*(f"[bold red]problem:[/] {line}" for line in found)))
+        for line in found:
+            say(f"[bold red]problem:[/] {line}")
         raise typer.Exit(1)
-    console.print(f"[green]demo finished in {elapsed:.1f} s[/]")
+    say(f"[green]demo finished in {elapsed:.1f} s[/]")
