@@ -28,10 +28,6 @@ class BatchResult:
     stopped: bool = False
     """The replica was asked to stop before the end; the position is checkpointed."""
 
-    @property
-    def done(self) -> int:
-        return self.succeeded + len(self.failed)
-
     def summary(self) -> dict[str, JSON]:
         return {"total": self.total, "succeeded": self.succeeded, "failed": len(self.failed)}
 
@@ -81,7 +77,7 @@ async def batch(
         if since_checkpoint >= checkpoint_every:
             await _checkpoint(ctx, outcome, index, extra_state)
             since_checkpoint = 0
-    if since_checkpoint or outcome.stopped:
+    if since_checkpoint:
         await _checkpoint(ctx, outcome, index, extra_state)
     return outcome
 

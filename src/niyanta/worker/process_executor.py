@@ -122,7 +122,7 @@ async def run_in_child(
         target=child_main,
         args=(child_conn, spec),
         name=f"niyanta-{ctx.workload_id}-{ctx.replica}",
-        daemon=True,
+        daemon=True,  # a worker that exits takes its children along (no orphan keeps writing)
     )
     process.start()
     child_conn.close()
