@@ -570,3 +570,56 @@ def test_same_input_same_output_whatever_the_worker_order() -> None:
     first = run(reps, workers)
     assert run(reps, workers) == first
     assert run(reps, list(reversed(workers))) == first
+
+
+def test_named_worker_refusals_are_explained() -> None:
+    decision = run(
+        [
+            pending("drained", affinity=Affinity(worker="w1")),
+            pending("wrong-type", type_name="train", affinity=Affinity(worker="w2")),
+            pending("full", affinity=Affinity(worker="w3")),
+        ],
+        [worker("w1", schedulable=False), worker("w2"), worker("w3", slots=0)],
+    )
+    assert why(decision) == {
+        "drained/0": "worker w1 is draining or cordoned",
+        "wrong-type/0": "worker w2 does not run type train",
+        "full/0": "no free capacity",
+    }
+
+
+def test_a_preemptor_can_displace_replicas_on_its_named_worker() -> None:
+    decision = run(
+        [pending("p", tier="platinum", affinity=Affinity(worker="w2"))],
+        [worker("w1", slots=1), worker("w2", slots=1)],
+        [running("b1", on="w1"), running("b2", on="w2")],
+    )
+    assert [(str(p.victim), p.worker_id) for p in decision.preemptions] == [("b2/0", "w2")]
+
+
+def test_a_constraint_that_nothing_meets_is_reported_before_held_slots() -> None:
+    gpu = Affinity(required=(sel("gpu", SelectorOp.EQ, "true"),))
+    decision = run(
+        [
+            pending("g", tier="gold", cpu=8.0),
+            pending("b", customer="b", tier="bronze", affinity=gpu),
+        ],
+        [worker("w1", slots=1, cpu=4.0)],
+        tiers=_guaranteed_tiers(),
+    )
+    assert why(decision)["b/0"] == "no worker with gpu=true"
+
+
+def test_preempted_capacity_is_not_given_to_anyone_else_in_the_round() -> None:
+    # Platinum needs 2 cpu: 1 is free and 1 comes from its victim; bronze may not take the
+    # free one meanwhile.
+    decision = run(
+        [
+            pending("p", tier="platinum", cpu=2.0),
+            pending("b", customer="b", tier="bronze", cpu=1.0),
+        ],
+        [worker("w1", slots=4, cpu=2.0)],
+        [running("old", on="w1", cpu=1.0)],
+    )
+    assert [str(p.victim) for p in decision.preemptions] == ["old/0"]
+    assert decision.placements == ()

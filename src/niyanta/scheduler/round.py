@@ -107,31 +107,30 @@ class _Round:
                 fair.drop(customer)
 
     def _place(self, replica: PendingReplica, tier: Tier) -> bool:
-        cluster = self.cluster
+        cluster, affinity = self.cluster, replica.affinity
+        target: Shape | int | None
+        if affinity.worker is not None:
+            target = self._named_worker(replica)
+        else:
+            target = cluster.shape_of(replica.type_name, affinity)
+            if not target.groups:
+                self.reasons[replica.key] = self._unmatched(replica)
+                target = None
+        if target is None:
+            return False
         hold = self.quotas.hold_against(tier)
         if hold is not None and cluster.free_slot_total - hold.slots < 1:
             self.reasons[replica.key] = reasons.held_for(hold.for_tier)
             return False
-        affinity = replica.affinity
-        shape: Shape | None = None
-        if affinity.worker is not None:
-            found = self._named_worker(replica)
-            if found is None:
-                return False
-            candidates: Sequence[int] = (found,)
-            need = build_need(cluster, replica)
-            result: int | Miss = Miss.NO_FIT
-            if cluster.key[found] is not None:  # it has a free slot
-                refused = worker_allows(cluster, found, need)
-                result = found if refused is None else refused
+        need = build_need(cluster, replica)
+        result: int | Miss
+        if isinstance(target, Shape):
+            result = find_worker(cluster, target, need)
+        elif cluster.key[target] is None:  # the named worker has no free slot
+            result = Miss.NO_FIT
         else:
-            shape = cluster.shape_of(replica.type_name, affinity)
-            if not shape.groups:
-                self.reasons[replica.key] = self._unmatched(replica)
-                return False
-            need = build_need(cluster, replica)
-            result = find_worker(cluster, shape, need)
-            candidates = ()
+            refused = worker_allows(cluster, target, need)
+            result = target if refused is None else refused
         if not isinstance(result, Miss):
             cluster.place(result, replica)
             self.quotas.charge(replica.customer_id, replica.tier)
@@ -143,7 +142,7 @@ class _Round:
         elif result is Miss.SPREAD:
             self.reasons[replica.key] = reasons.spread(affinity.spread or "")
         else:
-            self._wait_for_capacity(replica, tier, need, shape, candidates)
+            self._wait_for_capacity(replica, tier, need, target)
         return False
 
     def _named_worker(self, replica: PendingReplica) -> int | None:
@@ -173,13 +172,15 @@ class _Round:
         replica: PendingReplica,
         tier: Tier,
         need: Need,
-        shape: Shape | None,
-        candidates: Sequence[int],
+        target: Shape | int,
     ) -> None:
         self.quotas.note_waiting(tier)
         if tier.may_preempt or self.quotas.entitled(tier):
-            if shape is not None:
-                candidates = [i for g in shape.groups for c in g.classes for i in c.members]
+            candidates: Sequence[int] = (
+                (target,)
+                if isinstance(target, int)
+                else [i for g in target.groups for c in g.classes for i in c.members]
+            )
             if self._preempt(replica, tier, need, candidates):
                 self.busy_tiers.add(replica.tier)
                 return

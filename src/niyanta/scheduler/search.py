@@ -32,9 +32,9 @@ EPSILON = 1e-9
 class Miss(IntEnum):
     """Why no worker was found, most telling last (a blocked fit says more than no fit)."""
 
-    NO_FIT = 0
-    SPREAD = 1
-    ANTI_AFFINITY = 2
+    NO_FIT = 1
+    SPREAD = 2
+    ANTI_AFFINITY = 3
 
 
 @dataclass(slots=True)
