@@ -533,3 +533,91 @@ async def test_killed_nats_worker_is_reported_after_the_silence_window(nats_url:
             await asyncio.wait_for(harness.coordinator.gone.wait(), 4.0)
         assert harness.coordinator.disconnects == ["doomed"]
         assert harness.endpoint.connected_workers() == set()
+
+
+# --- half-open links (a peer that vanished without closing its socket) ----------------------
+
+
+class FreezableProxy:
+    """A TCP relay that can go silent at once in both directions, leaving every socket open (as
+    a host that lost power or a partitioned network would); it also stops accepting."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.thawed = asyncio.Event()
+        self.thawed.set()
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def freeze(self) -> None:
+        self.thawed.clear()
+        assert self.server is not None
+        self.server.close()
+
+    async def close(self) -> None:
+        self.thawed.set()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(source, sink))
+            self.tasks.add(task)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        while True:
+            await self.thawed.wait()
+            data = await source.read(65536)
+            if not self.thawed.is_set():
+                await self.thawed.wait()  # swallowed by the dead network: never delivered
+                continue
+            if not data:
+                sink.close()
+                return
+            sink.write(data)
+            await sink.drain()
+
+
+@asynccontextmanager
+async def websocket_behind_proxy() -> AsyncIterator[tuple[WebSocketHarness, FreezableProxy, str]]:
+    async with AsyncExitStack() as stack:
+        harness = WebSocketHarness(stack)
+        await harness.setup(None)
+        harness.coordinator = Coordinator(harness.endpoint)
+        proxy = FreezableProxy(harness.port)
+        proxy_port = await proxy.start()
+        stack.push_async_callback(proxy.close)
+        yield harness, proxy, f"ws://127.0.0.1:{proxy_port}"
+
+
+async def test_coordinator_pings_drop_a_half_open_worker_link() -> None:
+    async with websocket_behind_proxy() as (harness, proxy, proxy_url):
+        link = WebSocketLink([proxy_url], "w1", ping_interval=60, ping_timeout=0.5)
+        worker = Worker(link, "w1")
+        harness.stack.push_async_callback(link.close)
+        await asyncio.wait_for(link.connect(), 10)
+        proxy.freeze()
+        # uvicorn_ws_options(): a ping every 1 s, dropped after 2 s without a pong.
+        await asyncio.wait_for(harness.coordinator.gone.wait(), 4.5)
+        assert harness.coordinator.disconnects == ["w1"]
+        assert worker.connects == 1
+
+
+async def test_worker_pings_detect_a_half_open_link_and_fail_over() -> None:
+    async with websocket_behind_proxy() as (harness, proxy, proxy_url):
+        urls = [proxy_url, harness.url]
+        link = WebSocketLink(urls, "w1", ping_interval=0.2, ping_timeout=0.3)
+        worker = Worker(link, "w1")
+        harness.stack.push_async_callback(link.close)
+        await asyncio.wait_for(link.connect(), 10)
+        proxy.freeze()
+        await eventually(lambda: worker.connects == 2, within=3)
+        assert isinstance(worker.welcomes[1], Welcome)
+        reply = await harness.endpoint.request("w1", Drain(worker_id="w1"), timeout=5)
+        assert isinstance(reply, Progress)

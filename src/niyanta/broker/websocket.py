@@ -298,6 +298,9 @@ class WebSocketLink:
                     max_size=self.max_message_bytes * FRAME_SLACK,
                     ping_interval=self._ping_interval,
                     ping_timeout=self._ping_timeout,
+                    # Also bounds the wait for the peer's close frame after a ping timeout, so
+                    # a half-open link is given up (and redialled) within ~2 pings.
+                    close_timeout=self._ping_timeout,
                     open_timeout=self._open_timeout,
                     compression=None,
                     proxy=None,
