@@ -4,13 +4,19 @@ database per test). Time comes from a FakeClock; nothing here sleeps to wait for
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
 import sqlite3
+import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
+from tests.conftest import IN_CI, free_port
 
 from niyanta.clock import FakeClock
 from niyanta.errors import (
@@ -735,3 +741,63 @@ async def test_sqlite_file_survives_sigkill_mid_write(tmp_path: Path) -> None:
             assert [r.state for r in await reopened.list_replicas(wid)] == [S.PENDING]
     finally:
         await reopened.close()
+
+
+# --- outage (PostgreSQL, on a server of its own) -----------------------------------------------
+
+
+class OwnPostgres:
+    """A throwaway PostgreSQL server on a spare port, so that stopping it harms no one else."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="niyanta-pg-"))
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._as_owner: list[str] = []
+        if os.geteuid() == 0:  # initdb and pg_ctl refuse to run as root
+            shutil.chown(self.root, "postgres")
+            self._as_owner = ["runuser", "-u", "postgres", "--"]
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self._as_owner, *args], check=True, capture_output=True, timeout=60)
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.root / "data"), "-U", "postgres", "-A", "trust", "-N")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-o", options, "-l",
+                  str(self.root / "log"), "-w", "start")  # fmt: skip
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+async def test_postgres_outage_raises_store_unavailable_then_recovers() -> None:
+    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
+        if IN_CI:
+            pytest.fail("initdb and pg_ctl are needed under CI=true", pytrace=False)
+        pytest.skip("initdb and pg_ctl are not on PATH")
+    server = OwnPostgres()
+    try:
+        await asyncio.to_thread(server.init)
+        await asyncio.to_thread(server.start)
+        store = await open_store(server.url)
+        try:
+            await store.create_customer(Customer(CUSTOMER, "gold"))
+            await asyncio.to_thread(server.stop)
+            with pytest.raises(StoreUnavailable):
+                await store.get_customer(CUSTOMER)
+            assert not await store.ping()
+            await asyncio.to_thread(server.start)
+            assert (await store.get_customer(CUSTOMER)).tier == "gold"
+            assert await store.ping()
+        finally:
+            await store.close()
+    finally:
+        await asyncio.to_thread(server.remove)

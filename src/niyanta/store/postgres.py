@@ -26,6 +26,14 @@ T = TypeVar("T")
 
 MIGRATION_LOCK = 0x6E69_7961_6E74_61  # "niyanta": serialises concurrent openers' migrations
 _RETRIES = 5
+_UNAVAILABLE = (
+    OSError,  # refused, reset, timed out
+    asyncpg.InterfaceError,  # the connection was closed under us
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,  # shutting down, starting up
+    asyncpg.TooManyConnectionsError,
+)
+"""Errors that mean the server cannot be reached now (StoreUnavailable: a 503, retry later)."""
 
 _REPLICA_TYPES = {
     "workload_id": "text",
@@ -133,7 +141,7 @@ class PostgresStore(SqlStore):
                 # ``= ANY($1)`` over an array of ids is a sequential scan, ten times slower.
                 server_settings={"plan_cache_mode": "force_custom_plan"},
             )
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
         await self.migrate()
 
@@ -158,7 +166,7 @@ class PostgresStore(SqlStore):
 
         try:
             return await self._run(body) == migrate.latest_version(self.dialect)
-        except (OSError, asyncpg.PostgresError, StoreUnavailable):
+        except (*_UNAVAILABLE, asyncpg.PostgresError, StoreUnavailable):
             return False
 
     async def _run(self, body: Callable[[Tx], Awaitable[T]]) -> T:
@@ -171,7 +179,7 @@ class PostgresStore(SqlStore):
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                 if attempt == _RETRIES - 1:
                     raise
-            except (OSError, asyncpg.InterfaceError) as exc:
+            except _UNAVAILABLE as exc:
                 raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
         raise AssertionError("unreachable")
 
