@@ -85,23 +85,25 @@ class Channel:
             asyncio.Queue()
         )
         self._dispatcher: asyncio.Task[None] | None = None
-        self._held = False
+        self._released = asyncio.Event()
 
     @property
     def transmit(self) -> Transmit:
         return self._transmit
 
     def start(self, *, hold: bool = False) -> None:
-        """Start handler dispatch; with ``hold`` messages wait until ``release()`` (while the
-        worker's on_connect runs, replies still resolve)."""
-        self._held = hold
+        """Start handler dispatch; with ``hold``, messages wait until ``release()``."""
         if not hold:
-            self._dispatcher = asyncio.create_task(self._dispatch(), name=f"broker:{self.name}")
+            self._released.set()
+        self._dispatcher = asyncio.create_task(self._dispatch(), name=f"broker:{self.name}")
+
+    def hold(self) -> None:
+        """Hand nothing more to the handler until ``release()`` (while a worker's on_connect
+        runs); replies still resolve their requests."""
+        self._released.clear()
 
     def release(self) -> None:
-        if self._held and self._dispatcher is None:
-            self._held = False
-            self._dispatcher = asyncio.create_task(self._dispatch(), name=f"broker:{self.name}")
+        self._released.set()
 
     def finish(self) -> None:
         """The connection is gone: fail waiting requests; already received messages are still
@@ -183,6 +185,7 @@ class Channel:
             item = await self._inbox.get()
             if item is None:
                 return
+            await self._released.wait()
             message, respond, remember = item
             handler = self._handler()
             if handler is None:

@@ -431,7 +431,8 @@ class NatsLink:
 
     async def connect(self) -> None:
         """Returns once connected and on_connect has run; nats-py reconnects (forever) and
-        on_connect runs again after every reconnection."""
+        on_connect runs again after every reconnection, before the messages that arrived since
+        the connection was lost are handed to the worker."""
         if self._client is not None:
             await self._ready.wait()
             return
@@ -447,7 +448,6 @@ class NatsLink:
         self._channel.start(hold=True)
         self._spawn(self._announce_presence())
         await self._run_connect_handler()
-        self._channel.release()
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coroutine)
@@ -460,10 +460,12 @@ class NatsLink:
                 await self._connect_handler()
         except Exception:
             log.exception("broker: on_connect failed for %s", self.worker_id)
+        self._channel.release()
         self._ready.set()
 
     async def _on_disconnected(self) -> None:
         self._ready.clear()
+        self._channel.hold()
         log.info("broker: %s lost NATS; reconnecting", self.worker_id)
 
     async def _on_reconnected(self) -> None:
