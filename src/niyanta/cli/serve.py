@@ -136,11 +136,11 @@ def worker(
         if value is not None:
             fields[name] = value
     settings = WorkerSettings.model_validate(fields)
-    configure_logging()
     try:
         link = open_worker_link(broker, settings.worker_id, urls=urls, token=settings.token)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--broker") from None
+    configure_logging()
     asyncio.run(_run_worker(Worker(settings, link)))
 
 
