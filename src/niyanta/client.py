@@ -383,8 +383,18 @@ class NiyantaClient:
         result: JSONObject = self._call("POST", f"/v1/workloads/{_seg(workload_id)}/resume")
         return result
 
-    def workload_events(self, workload_id: str) -> list[JSONObject]:
-        return _items(self._call("GET", f"/v1/workloads/{_seg(workload_id)}/events"))
+    def workload_events(
+        self, workload_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[JSONObject]:
+        """Its event log, oldest first: events with an id above ``after``, at most ``limit``
+        (the coordinator's page size when None)."""
+        return _items(
+            self._call(
+                "GET",
+                f"/v1/workloads/{_seg(workload_id)}/events",
+                params={"after": after, "limit": limit},
+            )
+        )
 
     def latest_checkpoint(self, workload_id: str, replica: int = 0) -> JSONObject:
         result: JSONObject = self._call(

@@ -226,3 +226,36 @@ def test_drain_moves_a_worker_out(dev_url: str) -> None:
             timeout=5,
             what="dev-worker-2 draining or gone",
         )
+
+
+def test_the_client_covers_the_rest_of_the_api(dev_url: str) -> None:
+    with NiyantaClient(dev_url) as client:
+        assert client.ready()
+        assert client.health()
+        assert client.cluster()["leader"] is not None
+
+        tier = client.put_tier("test-tier", {"priority": 250, "weight": 3.0})
+        assert (tier["name"], tier["priority"]) == ("test-tier", 250)
+        assert "test-tier" in {t["name"] for t in client.list_tiers()}
+        client.create_customer("cust-api", "test-tier")
+
+        registered = client.register_type(
+            "runtime-counter", entrypoint="examples.demo_jobs:counter", retry={"max_attempts": 2}
+        )
+        assert registered["retry"]["max_attempts"] == 2
+        submitted = client.submit("cust-api", "runtime-counter", {"steps": 3, "step_s": 0.01})
+        assert submitted.created
+        done = wait_state(dev_url, submitted.workload["id"], {"succeeded"})
+        checkpoint = client.latest_checkpoint(done["id"])
+        assert (checkpoint["seq"], checkpoint["data"]) == (3, {"count": 3})
+        events = client.workload_events(done["id"])
+        later = client.workload_events(done["id"], after=events[0]["id"], limit=1)
+        assert later == events[1:2]
+
+        policy = {"min_replicas": 1, "max_replicas": 4, "metric": "backlog", "target": 10.0}
+        client.put_autoscale_policy("cust-api", "runtime-counter", policy)
+        got = client.get_autoscale_policy("cust-api", "runtime-counter")
+        assert (got["max_replicas"], got["metric"]) == (4, "backlog")
+        assert len(client.list_autoscale_policies()) == 1
+        client.delete_autoscale_policy("cust-api", "runtime-counter")
+        assert client.list_autoscale_policies() == []

@@ -38,21 +38,10 @@ def _command_paths() -> list[list[str]]:
 def test_the_brief_commands_all_exist() -> None:
     names = {" ".join(path) for path in _command_paths()}
     expected = {
-        "submit",
-        "status",
-        "list",
-        "cancel",
-        "pause",
-        "resume",
-        "events",
-        "workers",
-        "drain",
-        "types",
-        "customers create",
-        "customers get",
-        "customers list",
-        "customers set-tier",
-    }
+        "submit", "status", "list", "cancel", "pause", "resume", "events", "workers", "drain",
+        "types", "customers create", "customers get", "customers list", "customers set-tier",
+        "coordinator", "worker", "dev", "demo", "store migrate",
+    }  # fmt: skip
     assert expected <= names
 
 
