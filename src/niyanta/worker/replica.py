@@ -20,7 +20,6 @@ from niyanta.broker.messages import (
 from niyanta.clock import Clock
 from niyanta.errors import FencedOut, NiyantaError, PermanentError, TransientError
 from niyanta.model import ReplicaKey
-from niyanta.observability.logging import bind_workload_context
 from niyanta.worker.circuit_breaker import BreakerBoard, CircuitBreaker
 from niyanta.worker.config import WorkerSettings
 from niyanta.worker.context import UNKNOWN_FENCE, WorkloadContext, decode_json, encode_json
@@ -132,6 +131,11 @@ class ReplicaRun:
         else:
             self._cut_off_after(self._port.settings.stop_grace_s)
 
+    def abandon(self) -> None:
+        """The worker is closing: cut the replica off now; it writes nothing more."""
+        self.ctx.mark_fenced()
+        self._cut_off_after(0)
+
     def lease_expired(self, now: float) -> bool:
         return now - self.lease_from > self.lease_ttl_s
 
@@ -146,18 +150,11 @@ class ReplicaRun:
         self._cutoff = asyncio.get_running_loop().call_later(delay, task.cancel)
 
     async def _run(self) -> None:
-        # Lines that libraries log while this replica runs carry its keys too.
-        with bind_workload_context(
-            customer=self.ctx.customer,
-            workload=self.key.workload_id,
-            replica=self.key.index,
-            fence=self.fence,
-        ):
-            outcome = await self._execute()
-            if self._cutoff is not None:
-                self._cutoff.cancel()
-            await self._flush_progress()
-            await self._report(outcome)
+        outcome = await self._execute()
+        if self._cutoff is not None:
+            self._cutoff.cancel()
+        await self._flush_progress()
+        await self._report(outcome)
 
     async def _execute(self) -> Outcome:
         try:

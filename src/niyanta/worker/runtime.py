@@ -147,8 +147,9 @@ class Worker:
             await self._finished.wait()
             return
         self._closing = True
+        self.log.info("closing; cutting off running replicas", replicas=len(self._runs))
         for run in list(self._runs.values()):
-            run.fence_out("worker closing", at_once=True)
+            run.abandon()
         tasks = [run.task for run in self._runs.values() if run.task is not None]
         if tasks:
             await asyncio.wait(tasks)
