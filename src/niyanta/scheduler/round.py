@@ -86,13 +86,13 @@ class _Round:
             (c, self.quotas.weight(c, self.tiers[q[0].tier]), self.quotas.held.get(c, 0))
             for c, q in sorted(queues.items())
         )
+        caps = {c: self.quotas.cap(c, self.tiers[q[0].tier]) for c, q in queues.items()}
         while (customer := fair.next()) is not None:
-            queue = queues[customer]
+            queue, cap = queues[customer], caps[customer]
             placed = False
             while queue and not placed:
                 replica = queue.pop()
                 tier = self.tiers[replica.tier]
-                cap = self.quotas.cap(customer, tier)
                 if cap is not None and self.quotas.at_cap(customer, cap):
                     reason = reasons.at_cap(customer, cap)
                     self.reasons[replica.key] = reason

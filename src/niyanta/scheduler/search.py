@@ -90,9 +90,11 @@ def worker_allows(cluster: Cluster, i: int, need: Need) -> Miss | None:
 
 def find_worker(cluster: Cluster, shape: Shape, need: Need) -> int | Miss:
     """Index of the best worker for ``need`` in ``shape``, or why there is none."""
-    if cluster.free_slot_total <= 0 or _dominates(need, shape.failed_needs):
+    if cluster.free_slot_total <= 0 or (
+        shape.failed_needs and _dominates(need, shape.failed_needs)
+    ):
         return Miss.NO_FIT
-    sticky = _sticky(cluster, shape, need)
+    sticky = None if need.previous is None else _sticky(cluster, shape, need, need.previous)
     miss = Miss.NO_FIT
     for group in shape.groups:
         if sticky is not None and sticky[0] > group.score:
@@ -114,10 +116,7 @@ def _dominates(need: Need, failed: list[tuple[float, float]]) -> bool:
     return any(need.cpu >= cpu and need.memory >= memory for cpu, memory in failed)
 
 
-def _sticky(cluster: Cluster, shape: Shape, need: Need) -> tuple[int, WorkerEntry] | None:
-    i = need.previous
-    if i is None:
-        return None
+def _sticky(cluster: Cluster, shape: Shape, need: Need, i: int) -> tuple[int, WorkerEntry] | None:
     key = cluster.key[i]
     score = shape.score_of.get(cluster.class_of[i])
     if key is None or score is None or worker_allows(cluster, i, need) is not None:
