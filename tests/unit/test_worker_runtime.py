@@ -119,6 +119,17 @@ async def logs(ctx: WorkloadContext) -> None:
     ctx.logger.info("working", step=1)
 
 
+@workload("oversized", registry=REGISTRY)
+async def oversized(ctx: WorkloadContext) -> str:
+    if ctx.params.get("checkpoint"):
+        try:
+            await ctx.save_checkpoint("x" * 100_000)
+        except PermanentError:
+            seen["checkpoint_refused"] = True
+            raise
+    return "x" * 100_000
+
+
 @workload("in-child", registry=REGISTRY, isolation="process", resources={"cpu": 0.5})
 async def in_child(ctx: WorkloadContext) -> dict[str, Any]:
     state = dict(ctx.checkpoint or {"i": 0})
@@ -432,6 +443,25 @@ async def test_ctx_logger_lines_carry_the_replica_context(rig: Rig) -> None:
         "worker": "w-1",
     }
     assert line["step"] == 1
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+async def test_an_oversized_result_or_checkpoint_fails_permanently(
+    checkpoint: bool,
+) -> None:
+    hub = MemoryHub(max_message_bytes=64 * 1024)
+    rig = await start_rig(hub)
+    try:
+        await rig.coordinator.start("w-1", "oversized", params={"checkpoint": checkpoint})
+        result = await rig.coordinator.wait_for(Result, within=5)
+        assert (result.outcome, result.error_class) == ("failed", "permanent")
+        assert "too_large" in (result.error_message or "")
+        assert seen.get("checkpoint_refused", False) is checkpoint
+        assert rig.coordinator.of(CheckpointMsg) == []
+    finally:
+        await rig.worker.close()
+        await rig.task
+        await hub.coordinator_endpoint().stop()
 
 
 async def test_progress_bursts_coalesce_and_the_latest_wins(rig: Rig) -> None:

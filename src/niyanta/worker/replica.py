@@ -19,7 +19,7 @@ from niyanta.broker.messages import (
 )
 from niyanta.clock import Clock
 from niyanta.errors import FencedOut, NiyantaError, PermanentError, TransientError
-from niyanta.model import ReplicaKey
+from niyanta.model import ErrorClass, ReplicaKey
 from niyanta.worker.circuit_breaker import BreakerBoard, CircuitBreaker
 from niyanta.worker.config import WorkerSettings
 from niyanta.worker.context import UNKNOWN_FENCE, WorkloadContext, decode_json, encode_json
@@ -204,6 +204,19 @@ class ReplicaRun:
             failed_items=outcome.failed_items,
         )
         reply = await self._port.deliver(message, self._may_write)
+        if isinstance(reply, Refusal) and reply.code in REFUSALS_THAT_ARE_PERMANENT:
+            # The result itself cannot be carried (e.g. too large): report that instead, so
+            # the replica ends rather than being run again for the same result.
+            self.log.error("result refused", code=reply.code, reason=reply.reason)
+            message = Result(
+                workload_id=self.key.workload_id,
+                index=self.key.index,
+                fence=self.fence,
+                outcome=OutcomeKind.FAILED.value,
+                error_class=ErrorClass.PERMANENT.value,
+                error_message=f"result refused: {reply.code}: {reply.reason}",
+            )
+            reply = await self._port.deliver(message, self._may_write)
         if isinstance(reply, Refusal):
             log = self.log.info if reply.code == FENCED_OUT else self.log.error
             log("result refused", code=reply.code, reason=reply.reason)

@@ -35,7 +35,7 @@ from niyanta.broker.messages import (
     Welcome,
 )
 from niyanta.clock import Clock, SystemClock
-from niyanta.errors import BrokerError, NiyantaError
+from niyanta.errors import BrokerError, MessageRefused, NiyantaError
 from niyanta.model import ReplicaKey
 from niyanta.worker.circuit_breaker import BreakerBoard
 from niyanta.worker.config import WorkerSettings
@@ -332,6 +332,10 @@ class Worker:
                 continue
             try:
                 return await self._link.request(message, timeout=self.settings.request_timeout_s)
+            except MessageRefused as exc:
+                # Refused before it left (too large): sending it again cannot help.
+                code, _, reason = exc.message.partition(": ")
+                return Refusal(code=code, reason=reason)
             except TimeoutError:
                 self.log.debug("request unanswered; retrying", kind=type(message).__name__)
             except BrokerError as exc:
