@@ -9,7 +9,7 @@ whole batch (``UPDATE ... FROM <rows of a JSON array>``) rather than one round t
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -81,28 +81,47 @@ _HISTORY_COLUMNS = [
     ("customer_id", "text"),
     ("attempt", "int"),
 ]
-_JSON_SQL: dict[Many, str] = {
-    Many.REPLICAS: "UPDATE replicas AS r SET "
-    + ", ".join(f"{c} = u.{c}" for c in REPLICA_COLUMNS[2:])
-    + f" FROM {rowset([(c, _REPLICA_TYPES[c]) for c in REPLICA_COLUMNS])} AS u"
-    + " WHERE r.workload_id = u.workload_id AND r.idx = u.idx",
-    Many.HISTORY: f"WITH h AS {rowset(_HISTORY_COLUMNS)}, t AS (INSERT INTO transitions"
-    " (workload_id, idx, from_state, to_state, fence, at, actor, reason) SELECT workload_id, idx,"
-    " from_state, to_state, fence, at, actor, reason FROM h) INSERT INTO events (kind, at, actor,"
-    " workload_id, idx, customer_id, reason, data) SELECT 'replica.' || to_state, at, actor,"
-    " workload_id, idx, customer_id, reason,"
-    " json_build_object('attempt', attempt, 'fence', fence, 'from', from_state)::text FROM h",
-    Many.WORKLOAD_STATES: "UPDATE workloads AS w SET state = u.state, updated_at = u.at"
-    f" FROM {rowset([('id', 'text'), ('state', 'text'), ('at', 'float8')])} AS u"
-    " WHERE w.id = u.id AND w.state <> u.state",
-}
-"""``ROW_SQL`` as single statements over the whole batch."""
-_UPSERT_CHECKPOINTS = (
-    "INSERT INTO checkpoints (workload_id, idx, seq, fence, data, created_at)"
-    " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bytea[],"
-    " $6::float8[]) ON CONFLICT (workload_id, idx) DO UPDATE SET seq = excluded.seq,"
-    " fence = excluded.fence, data = excluded.data, created_at = excluded.created_at"
-)
+
+
+def _ctes(what: Many, param: int) -> list[str]:
+    """``ROW_SQL[what]`` over a whole batch bound at ``$param``, as clauses of one ``WITH``."""
+    match what:
+        case Many.REPLICAS:
+            sets = ", ".join(f"{c} = u.{c}" for c in REPLICA_COLUMNS[2:])
+            rows = rowset([(c, _REPLICA_TYPES[c]) for c in REPLICA_COLUMNS], param)
+            return [
+                f"replicas_written AS (UPDATE replicas AS r SET {sets} FROM {rows} AS u"
+                " WHERE r.workload_id = u.workload_id AND r.idx = u.idx)"
+            ]
+        case Many.HISTORY:
+            return [
+                f"history AS {rowset(_HISTORY_COLUMNS, param)}",
+                "transitions_written AS (INSERT INTO transitions (workload_id, idx, from_state,"
+                " to_state, fence, at, actor, reason) SELECT workload_id, idx, from_state,"
+                " to_state, fence, at, actor, reason FROM history)",
+                "events_written AS (INSERT INTO events (kind, at, actor, workload_id, idx,"
+                " customer_id, reason, data) SELECT 'replica.' || to_state, at, actor,"
+                " workload_id, idx, customer_id, reason, json_build_object('attempt', attempt,"
+                " 'fence', fence, 'from', from_state)::text FROM history)",
+            ]
+        case Many.CHECKPOINTS:
+            # Checkpoint data is binary: bound as arrays (bytea[]), not as JSON.
+            p = [f"${param + i}" for i in range(6)]
+            return [
+                "checkpoints_written AS (INSERT INTO checkpoints (workload_id, idx, seq, fence,"
+                f" data, created_at) SELECT * FROM unnest({p[0]}::text[], {p[1]}::int[],"
+                f" {p[2]}::bigint[], {p[3]}::bigint[], {p[4]}::bytea[], {p[5]}::float8[])"
+                " ON CONFLICT (workload_id, idx) DO UPDATE SET seq = excluded.seq,"
+                " fence = excluded.fence, data = excluded.data, created_at = excluded.created_at)"
+            ]
+        case Many.WORKLOAD_STATES:
+            rows = rowset([("id", "text"), ("state", "text"), ("at", "float8")], param)
+            return [
+                "workloads_written AS (UPDATE workloads AS w SET state = u.state,"
+                f" updated_at = u.at FROM {rows} AS u WHERE w.id = u.id AND w.state <> u.state)"
+            ]
+
+
 _RENEW = (
     "UPDATE replicas AS r SET lease_expires_at = $1"
     f" FROM {rowset([('workload_id', 'text'), ('idx', 'int'), ('fence', 'bigint')], 3)} AS u"
@@ -192,13 +211,17 @@ class PostgresStore(SqlStore):
     def _json_field_equals(self, column: str, key_param: int, value_param: int) -> str:
         return f"({column}::jsonb ->> ${key_param}) = ${value_param}"
 
-    async def _many(self, tx: Tx, what: Many, rows: Sequence[Sequence[object]]) -> None:
-        if what is Many.CHECKPOINTS:
-            # Checkpoint data is binary: bound as arrays (bytea[]), not as JSON.
-            columns = [list(column) for column in zip(*rows, strict=True)]
-            await tx.execute(_UPSERT_CHECKPOINTS, *columns)
-        else:
-            await tx.execute(_JSON_SQL[what], json.dumps(rows))
+    async def _write(self, tx: Tx, parts: Mapping[Many, Sequence[Sequence[object]]]) -> None:
+        """Everything a batch writes in one statement: one round trip whatever its size."""
+        clauses: list[str] = []
+        args: list[object] = []
+        for what, rows in parts.items():
+            clauses += _ctes(what, len(args) + 1)
+            if what is Many.CHECKPOINTS:
+                args += [list(column) for column in zip(*rows, strict=True)]
+            else:
+                args.append(json.dumps(rows))
+        await tx.execute(f"WITH {', '.join(clauses)} SELECT 1", *args)
 
     async def _renew(
         self, tx: Tx, worker_id: str, renewals: Sequence[LeaseRenewal], expires_at: float

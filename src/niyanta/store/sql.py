@@ -13,7 +13,7 @@ import json
 import re
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from enum import StrEnum
 from typing import Protocol, TypeVar
@@ -213,11 +213,13 @@ class SqlStore(ABC):
     ) -> set[ReplicaKey]:
         """Extend the matching leases in one statement; return the keys renewed."""
 
-    async def _many(self, tx: Tx, what: Many, rows: Sequence[Sequence[object]]) -> None:
-        """Apply ``ROW_SQL[what]`` to every row (a dialect may do it in one statement)."""
-        for sql in ROW_SQL[what]:
-            used = max(int(n) for n in re.findall(r"\$(\d+)", sql))
-            await tx.executemany(sql, [row[:used] for row in rows])
+    async def _write(self, tx: Tx, parts: Mapping[Many, Sequence[Sequence[object]]]) -> None:
+        """Apply ``ROW_SQL[what]`` to the rows of every part (a dialect may do it all in one
+        statement)."""
+        for what, rows in parts.items():
+            for sql in ROW_SQL[what]:
+                used = max(int(n) for n in re.findall(r"\$(\d+)", sql))
+                await tx.executemany(sql, [row[:used] for row in rows])
 
     # --- shared helpers ------------------------------------------------------------------------
 
@@ -248,30 +250,32 @@ class SqlStore(ABC):
 
     async def _persist(self, tx: Tx, batch: ReplicaBatch, now: float) -> None:
         """Write what ``batch`` changed: rows, history, checkpoints, derived workload states."""
+        parts: dict[Many, Sequence[Sequence[object]]] = {}
         dirty = batch.dirty()
         if dirty:
-            await self._many(tx, Many.REPLICAS, [replica_values(row) for row in dirty])
+            parts[Many.REPLICAS] = [replica_values(row) for row in dirty]
         history = [
             (*_transition_values(t), c.after.customer_id, c.after.replica.attempt)
             for c in batch.changes
             if (t := c.transition) is not None
         ]
         if history:
-            await self._many(tx, Many.HISTORY, history)
+            parts[Many.HISTORY] = history
         checkpoints = {
             (c.workload_id, c.index): (c.workload_id, c.index, c.seq, c.fence, c.data, c.created_at)
             for change in batch.changes
             if (c := change.checkpoint) is not None and change.checkpoint_is_new
         }
         if checkpoints:
-            await self._many(tx, Many.CHECKPOINTS, list(checkpoints.values()))
+            parts[Many.CHECKPOINTS] = list(checkpoints.values())
         touched = sorted({c.after.replica.workload_id for c in batch.changes if c.transition})
         if touched:
-            states = [
+            parts[Many.WORKLOAD_STATES] = [
                 (wid, workload_state(r.replica.state for r in batch.of_workload(wid)).value, now)
                 for wid in touched
             ]
-            await self._many(tx, Many.WORKLOAD_STATES, states)
+        if parts:
+            await self._write(tx, parts)
 
     async def _workload(self, tx: Tx, workload_id: str, lock: bool = False) -> Workload:
         row = await tx.fetchrow(
