@@ -130,6 +130,15 @@ async def oversized(ctx: WorkloadContext) -> str:
     return "x" * 100_000
 
 
+@workload("oversized-in-child", registry=REGISTRY, isolation="process")
+async def oversized_in_child(ctx: WorkloadContext) -> str:
+    try:
+        await ctx.save_checkpoint("x" * 100_000)
+    except PermanentError:
+        return "refused"
+    return "accepted"
+
+
 @workload("in-child", registry=REGISTRY, isolation="process", resources={"cpu": 0.5})
 async def in_child(ctx: WorkloadContext) -> dict[str, Any]:
     state = dict(ctx.checkpoint or {"i": 0})
@@ -458,6 +467,19 @@ async def test_an_oversized_result_or_checkpoint_fails_permanently(
         assert "too_large" in (result.error_message or "")
         assert seen.get("checkpoint_refused", False) is checkpoint
         assert rig.coordinator.of(CheckpointMsg) == []
+    finally:
+        await rig.worker.close()
+        await rig.task
+        await hub.coordinator_endpoint().stop()
+
+
+async def test_a_refused_checkpoint_reaches_the_workload_in_a_child() -> None:
+    hub = MemoryHub(max_message_bytes=64 * 1024)
+    rig = await start_rig(hub)
+    try:
+        await rig.coordinator.start("w-1", "oversized-in-child")
+        result = await rig.coordinator.wait_for(Result, within=30)
+        assert (result.outcome, result.result) == ("succeeded", "refused")
     finally:
         await rig.worker.close()
         await rig.task

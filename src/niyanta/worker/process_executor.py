@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from niyanta.errors import FencedOut
+from niyanta.errors import FencedOut, PermanentError, TransientError
 from niyanta.model import JSON, ErrorClass
 from niyanta.observability.logging import configure_logging
 from niyanta.worker.context import (
@@ -39,6 +39,9 @@ from niyanta.worker.context import (
 from niyanta.worker.outcome import ReportedFailure, classify_error, describe_error
 from niyanta.worker.registry import WorkloadDefinition, import_entrypoint
 
+OK = "ok"
+FENCED = "fenced"
+"""Answers to the child's requests besides an error class."""
 KILL_WAIT_S = 2.0
 """How long a terminated child may take to exit before it is killed."""
 NICE_SPAN = 10
@@ -211,15 +214,18 @@ class _ParentSession:
             await self._backend.write_checkpoint(seq, data)
         except FencedOut:
             self._ctx.mark_fenced()
-            self._send(("reply", request_id, False))
+            self._send(("reply", request_id, FENCED, ""))
+            return
+        except (PermanentError, TransientError) as exc:
+            self._send(("reply", request_id, classify_error(exc).value, str(exc)))
             return
         self._ctx.checkpoint_seq = seq
         self._ctx.checkpoint = decode_json(data)
-        self._send(("reply", request_id, True))
+        self._send(("reply", request_id, OK, ""))
 
     async def _acquire(self, request_id: int, dependency: str) -> None:
         await self._backend.acquire_dependency(dependency)
-        self._send(("reply", request_id, True))
+        self._send(("reply", request_id, OK, ""))
 
     async def _forward_stop(self) -> None:
         await self._ctx.wait_cancelled()
@@ -316,7 +322,7 @@ class _PipeBackend:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[bool]] = {}
+        self._pending: dict[int, asyncio.Future[tuple[str, str]]] = {}
         self.ctx: WorkloadContext | None = None
 
     def on_readable(self) -> None:
@@ -330,14 +336,14 @@ class _PipeBackend:
                 self.ctx.mark_fenced()
             for future in self._pending.values():
                 if not future.done():
-                    future.set_result(False)
+                    future.set_result((FENCED, "the worker is gone"))
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         if message[0] == "reply":
-            _, request_id, ok = message
+            _, request_id, status, detail = message
             future = self._pending.pop(request_id, None)
             if future is not None and not future.done():
-                future.set_result(ok)
+                future.set_result((status, detail))
         elif message[0] == "stop" and self.ctx is not None:
             _, reason, fenced = message
             if fenced:
@@ -345,18 +351,25 @@ class _PipeBackend:
             else:
                 self.ctx.request_stop(reason)
 
-    async def _ask(self, message: tuple[Any, ...]) -> bool:
+    async def _ask(self, message: tuple[Any, ...]) -> tuple[str, str]:
+        """Send a request to the parent; its answer is (status, detail)."""
         request_id = message[1]
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         self._conn.send(message)
         return await future
 
     async def write_checkpoint(self, seq: int, data: bytes) -> None:
-        if not await self._ask(("checkpoint", next(self._ids), seq, data)):
+        status, detail = await self._ask(("checkpoint", next(self._ids), seq, data))
+        if status == OK:
+            return
+        if status == FENCED:
             ctx = self.ctx
             assert ctx is not None
             raise FencedOut(ctx.workload_id, ctx.replica, ctx.fence_token, UNKNOWN_FENCE)
+        if status == ErrorClass.PERMANENT:
+            raise PermanentError(detail)
+        raise TransientError(detail)
 
     def report(self, progress: float | None, metrics: Mapping[str, float]) -> None:
         self._conn.send(("report", progress, dict(metrics)))
