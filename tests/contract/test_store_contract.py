@@ -145,6 +145,16 @@ async def test_migrations_run_twice_and_reopen_keeps_data(store: Store, store_ur
         await again.close()
 
 
+async def test_concurrent_openers_migrate_once(store_url: str) -> None:
+    stores = await asyncio.gather(*(open_store(store_url) for _ in range(4)))
+    try:
+        assert all([await s.ping() for s in stores])
+        assert len(await stores[0].list_tiers()) == len(DEFAULT_TIERS)
+    finally:
+        for s in stores:
+            await s.close()
+
+
 async def test_default_tiers_seeded_and_tiers_upserted(store: Store) -> None:
     assert await store.list_tiers() == sorted(DEFAULT_TIERS, key=lambda t: -t.priority)
     await store.upsert_tier(Tier("gold", 350, weight=5.0, concurrency_cap=None))
