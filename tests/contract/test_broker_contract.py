@@ -165,7 +165,7 @@ class MemoryHarness(Harness):
 
 
 class WebSocketHarness(Harness):
-    async def setup(self, token: str | None) -> None:
+    async def setup(self, token: str | None, ping_timeout: float = 5.0) -> None:
         self.endpoint = WebSocketEndpoint("c1", token=token, max_message_bytes=MAX_BYTES)
         await self.endpoint.start()
         self.port = free_port()
@@ -175,7 +175,7 @@ class WebSocketHarness(Harness):
             port=self.port,
             log_level="warning",
             lifespan="off",
-            **uvicorn_ws_options(MAX_BYTES),
+            **uvicorn_ws_options(MAX_BYTES, ping_interval=0.5, ping_timeout=ping_timeout),
         )
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
@@ -588,7 +588,7 @@ class FreezableProxy:
 async def websocket_behind_proxy() -> AsyncIterator[tuple[WebSocketHarness, FreezableProxy, str]]:
     async with AsyncExitStack() as stack:
         harness = WebSocketHarness(stack)
-        await harness.setup(None)
+        await harness.setup(None, ping_timeout=1.0)
         harness.coordinator = Coordinator(harness.endpoint)
         proxy = FreezableProxy(harness.port)
         proxy_port = await proxy.start()
@@ -603,8 +603,8 @@ async def test_coordinator_pings_drop_a_half_open_worker_link() -> None:
         harness.stack.push_async_callback(link.close)
         await asyncio.wait_for(link.connect(), 10)
         proxy.freeze()
-        # uvicorn_ws_options(): a ping every 1 s, dropped after 2 s without a pong.
-        await asyncio.wait_for(harness.coordinator.gone.wait(), 4.5)
+        # The server pings every 0.5 s and gives up 1 s after a ping without a pong.
+        await asyncio.wait_for(harness.coordinator.gone.wait(), 3.0)
         assert harness.coordinator.disconnects == ["w1"]
         assert worker.connects == 1
 

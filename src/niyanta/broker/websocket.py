@@ -8,8 +8,8 @@ the connection is closed).
 
 A connection that drops is seen at once on both sides: a killed worker's socket is closed by its
 kernel, which the coordinator's server reports as a disconnect immediately. Half-open links (a
-host that vanished without a FIN) are caught by WebSocket pings with a short timeout: the worker
-link pings itself; the coordinator's uvicorn must be run with ``uvicorn_ws_options()``.
+host that vanished without a FIN) are caught by WebSocket pings (every 1 s, 5 s timeout): the
+worker link pings itself; the coordinator's uvicorn must be run with ``uvicorn_ws_options()``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,13 @@ log = logging.getLogger(__name__)
 
 BROKER_PATH = "/v1/broker"
 PING_INTERVAL_S = 1.0
-PING_TIMEOUT_S = 2.0
+PING_TIMEOUT_S = 5.0
+"""A pong queues behind the data sent before its ping: a peer that is alive but seconds behind on
+reading (an overloaded coordinator) must not be taken for a vanished one, which would turn
+overload into a storm of disconnects and re-placements. Half-open links are rare and leases
+(5 s by default) cover their replicas anyway; a crashed process is seen at once through its
+closed socket, whatever these say."""
+CLOSE_TIMEOUT_S = 1.0
 UNAUTHORIZED_CLOSE_CODE = 1008
 STABLE_CONNECTION_S = 1.0
 """Only a connection that lasted this long resets the backoff, so that a coordinator that accepts
@@ -50,12 +56,16 @@ FRAME_SLACK = 2
 ``too_large`` Refusal instead of the connection being torn down by the WebSocket layer."""
 
 
-def uvicorn_ws_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict[str, float]:
-    """Keyword arguments for ``uvicorn.Config`` serving the endpoint: pings with a short timeout
-    (half-open links are dropped within ~3 s) and a frame limit above the message limit."""
+def uvicorn_ws_options(
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ping_interval: float = PING_INTERVAL_S,
+    ping_timeout: float = PING_TIMEOUT_S,
+) -> dict[str, float]:
+    """Keyword arguments for ``uvicorn.Config`` serving the endpoint: pings (a half-open link is
+    dropped within ``ping_interval + ping_timeout``) and a frame limit above the message limit."""
     return {
-        "ws_ping_interval": PING_INTERVAL_S,
-        "ws_ping_timeout": PING_TIMEOUT_S,
+        "ws_ping_interval": ping_interval,
+        "ws_ping_timeout": ping_timeout,
         "ws_max_size": max_message_bytes * FRAME_SLACK,
     }
 
@@ -298,9 +308,8 @@ class WebSocketLink:
                     max_size=self.max_message_bytes * FRAME_SLACK,
                     ping_interval=self._ping_interval,
                     ping_timeout=self._ping_timeout,
-                    # Also bounds the wait for the peer's close frame after a ping timeout, so
-                    # a half-open link is given up (and redialled) within ~2 pings.
-                    close_timeout=self._ping_timeout,
+                    # Bounds the wait for the peer's close frame, also after a ping timeout.
+                    close_timeout=CLOSE_TIMEOUT_S,
                     open_timeout=self._open_timeout,
                     compression=None,
                     proxy=None,
