@@ -361,6 +361,8 @@ async def test_oversized_message_is_refused_and_receiver_survives(
         await worker.link.send(huge)
     with pytest.raises(MessageRefused, match="too_large"):
         await harness.endpoint.send("w1", huge)
+    with pytest.raises(MessageRefused, match="too_large"):
+        await harness.endpoint.broadcast(huge)
 
     answer = await harness.raw_exchange(encode(huge))
     assert isinstance(answer, Refusal)

@@ -21,7 +21,7 @@ from niyanta.broker.base import (
     DisconnectHandler,
     WorkerHandler,
 )
-from niyanta.broker.channel import Channel, Handler
+from niyanta.broker.channel import Channel, Handler, encode_checked
 from niyanta.broker.messages import DEFAULT_MAX_MESSAGE_BYTES, AnyMessage, Hello, Refusal
 from niyanta.errors import BrokerError
 
@@ -170,6 +170,7 @@ class MemoryEndpoint:
         return await self._live(worker_id).coordinator_side.request(message, timeout)
 
     async def broadcast(self, message: AnyMessage) -> None:
+        encode_checked(message, self.max_message_bytes)  # too large: refused once, to the caller
         for connection in list(self._connections.values()):
             try:
                 await connection.coordinator_side.send(message)

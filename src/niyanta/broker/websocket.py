@@ -32,7 +32,7 @@ from niyanta.broker.base import (
     DisconnectHandler,
     WorkerHandler,
 )
-from niyanta.broker.channel import Channel, Handler, Transmit
+from niyanta.broker.channel import Channel, Handler, Transmit, encode_checked
 from niyanta.broker.messages import DEFAULT_MAX_MESSAGE_BYTES, AnyMessage, Hello, Refusal, encode
 from niyanta.errors import BrokerError, MessageRefused
 
@@ -144,7 +144,9 @@ class WebSocketEndpoint:
         """Close every connection (links reconnect once started again). Nothing is reported
         through on_disconnect: the workers did not leave, this coordinator did."""
         self._started = False
-        for connection in list(self._connections.values()):
+        connections = list(self._connections.values())
+        self._connections.clear()
+        for connection in connections:
             await connection.close(1001)
 
     async def handle(self, websocket: WebSocket) -> None:
@@ -234,11 +236,18 @@ class WebSocketEndpoint:
         return await self._live(worker_id).channel.request(message, timeout)
 
     async def broadcast(self, message: AnyMessage) -> None:
-        for connection in list(self._connections.values()):
-            try:
-                await connection.channel.send(message)
-            except BrokerError as exc:
-                log.warning("broker: broadcast to %s failed: %s", connection.worker_id, exc)
+        """Concurrently, so that a worker that reads slowly delays nobody else's copy."""
+        encode_checked(message, self.max_message_bytes)  # too large: refused once, to the caller
+        connections = list(self._connections.values())
+        results = await asyncio.gather(
+            *(connection.channel.send(message) for connection in connections),
+            return_exceptions=True,
+        )
+        for connection, result in zip(connections, results, strict=True):
+            if isinstance(result, BrokerError):
+                log.warning("broker: broadcast to %s failed: %s", connection.worker_id, result)
+            elif isinstance(result, BaseException):
+                raise result
 
     def connected_workers(self) -> set[str]:
         return {worker_id for worker_id, conn in self._connections.items() if conn.open}
