@@ -277,10 +277,8 @@ class SqlStore(ABC):
         if parts:
             await self._write(tx, parts)
 
-    async def _workload(self, tx: Tx, workload_id: str, lock: bool = False) -> Workload:
-        row = await tx.fetchrow(
-            f"SELECT * FROM workloads WHERE id = $1{self.for_update if lock else ''}", workload_id
-        )
+    async def _workload(self, tx: Tx, workload_id: str) -> Workload:
+        row = await tx.fetchrow("SELECT * FROM workloads WHERE id = $1", workload_id)
         if row is None:
             raise UnknownWorkload(f"no workload {workload_id!r}")
         return workload_from_row(row)
@@ -832,8 +830,9 @@ class SqlStore(ABC):
         now = self._now()
 
         async def body(tx: Tx) -> Workload:
-            workload = await self._workload(tx, workload_id, lock=True)
+            # Replicas first, then the workload row: the order every transaction locks in.
             batch = await self._load(tx, [workload_id])
+            workload = await self._workload(tx, workload_id)
             rows = batch.of_workload(workload_id)
             for row in rows:
                 change = step(row)
@@ -902,10 +901,10 @@ class SqlStore(ABC):
         now = self._now()
 
         async def body(tx: Tx) -> Workload:
-            workload = await self._workload(tx, workload_id, lock=True)
+            batch = await self._load(tx, [workload_id])
+            workload = await self._workload(tx, workload_id)
             if workload.mode is not Mode.CONTINUOUS:
                 raise InvalidInput("only continuous workloads scale")
-            batch = await self._load(tx, [workload_id])
             rows = batch.of_workload(workload_id)
             live = [r for r in rows if r.replica.state not in TERMINAL]
             if not live:
