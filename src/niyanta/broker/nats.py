@@ -278,17 +278,25 @@ class NatsEndpoint:
         worker_id = message.sender
         if not _TOKEN.match(worker_id):
             log.warning("broker: refused a message with sender %r", worker_id)
-            return
-        if not self._seen.first_time(message.id):
-            cached = self._seen.reply_to(message.id)
-            if cached is not PENDING and msg.reply:
-                await self._respond(msg.reply, cached)
+            if msg.reply:
+                refusal = Refusal(
+                    code="malformed",
+                    reason="sender must be the worker id",
+                    corr=message.id,
+                    sender=self.coordinator_id,
+                )
+                await self._respond(msg.reply, encode(refusal))
             return
         if self.token is not None and worker_id not in self._authorized:
             if not (isinstance(message, Hello) and message.token == self.token):
                 await self._refuse_unauthorized(msg, message, worker_id)
                 return
             self._authorized.add(worker_id)
+        if not self._seen.first_time(message.id):
+            cached = self._seen.reply_to(message.id)
+            if cached != PENDING and msg.reply:
+                await self._respond(msg.reply, cached)
+            return
         self._last_seen[worker_id] = time.monotonic()
         channel = self._channel(worker_id)
         channel.accept(message, _responder(self.client, msg, channel.transmit), self._seen.remember)
@@ -327,7 +335,11 @@ class NatsEndpoint:
             self._last_seen[worker_id] = time.monotonic()
 
     async def _on_leave(self, msg: Msg) -> None:
-        await self._forget(msg.subject.rsplit(".", 1)[-1])
+        worker_id = msg.subject.rsplit(".", 1)[-1]
+        # A worker that left says hello (with the token) when it comes back; a silent one that
+        # speaks again may not, so it keeps its admission.
+        self._authorized.discard(worker_id)
+        await self._forget(worker_id)
 
     async def _watch_silence(self) -> None:
         while True:
@@ -339,7 +351,6 @@ class NatsEndpoint:
                 await self._forget(worker_id)
 
     async def _forget(self, worker_id: str) -> None:
-        self._authorized.discard(worker_id)
         if self._last_seen.pop(worker_id, None) is None:
             return
         channel = self._channels.pop(worker_id, None)
@@ -489,7 +500,7 @@ class NatsLink:
             return
         if not self._seen.first_time(message.id):
             cached = self._seen.reply_to(message.id)
-            if cached is not PENDING and msg.reply:
+            if cached != PENDING and msg.reply:
                 with contextlib.suppress(BrokerError):
                     await _publish(self.client, msg.reply, cached)
             return
