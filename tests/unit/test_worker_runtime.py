@@ -203,6 +203,7 @@ class FakeCoordinator:
     refuse_fences: set[int] = field(default_factory=set)
     fence_in_next_grant: list[InventoryItem] = field(default_factory=list)
     unanswered_results: int = 0
+    checkpoint_delay_s: float = 0.0
     refuse_hello: bool = False
     received: list[AnyMessage] = field(default_factory=list)
 
@@ -228,6 +229,8 @@ class FakeCoordinator:
         if isinstance(message, Result) and self.unanswered_results > 0:
             self.unanswered_results -= 1
             return None
+        if isinstance(message, CheckpointMsg) and self.checkpoint_delay_s:
+            await asyncio.sleep(self.checkpoint_delay_s)
         if isinstance(message, CheckpointMsg | Result):
             if message.fence in self.refuse_fences:
                 return Refusal(code="fenced_out", reason="newer fence")
@@ -493,6 +496,30 @@ async def test_progress_bursts_coalesce_and_the_latest_wins(rig: Rig) -> None:
     assert 1 <= len(progress) <= 3
     assert progress[-1].progress == 1.0
     assert progress[-1].metrics == {"backlog": 7.0}
+
+
+async def test_a_checkpoint_cut_off_by_a_dropped_connection_is_sent_again_after_rejoining(
+    hub: MemoryHub,
+) -> None:
+    coordinator = FakeCoordinator(hub, checkpoint_delay_s=0.2)
+    rig = await start_rig(hub, coordinator)
+    try:
+        await coordinator.start("w-1", "two-checkpoints")
+        await coordinator.wait_for(CheckpointMsg)
+        await hub.drop("w-1")
+        coordinator.checkpoint_delay_s = 0
+        result = await coordinator.wait_for(Result)
+        assert result.outcome == "succeeded"
+        sent = [(c.id, c.seq) for c in coordinator.of(CheckpointMsg)]
+        assert sent[0] == sent[1]  # the same message again, after a new Hello
+        assert [seq for _, seq in sent[1:]] == [1, 2]
+        kinds = [type(m) for m in coordinator.received]
+        second_hello = [i for i, kind in enumerate(kinds) if kind is Hello][1]
+        resent = [i for i, kind in enumerate(kinds) if kind is CheckpointMsg][1]
+        assert second_hello < resent
+    finally:
+        await rig.worker.close()
+        await rig.task
 
 
 async def test_result_is_retried_with_the_same_id_until_acknowledged(hub: MemoryHub) -> None:
