@@ -93,7 +93,9 @@ class Channel:
 
     def start(self, *, hold: bool = False) -> None:
         """Start handler dispatch; with ``hold``, messages wait until ``release()``."""
-        if not hold:
+        if hold:
+            self._released.clear()
+        else:
             self._released.set()
         self._dispatcher = asyncio.create_task(self._dispatch(), name=f"broker:{self.name}")
 

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -460,7 +461,7 @@ class NatsLink:
         self._spawn(self._announce_presence())
         await self._run_connect_handler()
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
