@@ -10,8 +10,8 @@ Semantics every transport keeps:
 - a malformed, oversized or unknown-version message is refused (a ``Refusal`` back where
   possible, a logged reason always) and never stops the receiver;
 - the coordinator side learns of a worker's departure through ``on_disconnect`` (at once when the
-  transport sees the connection drop; transports without connections report nothing and the lease
-  monitor's silence detection covers them);
+  transport sees the connection drop; transports without connections (NATS) report a worker that
+  left or stayed silent for their liveness window, and the lease monitor covers the rest);
 - a slow handler for one worker does not block delivery to others.
 """
 
