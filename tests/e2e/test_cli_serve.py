@@ -51,6 +51,8 @@ def test_coordinator_and_worker_options_and_drain_on_sigterm(tmp_path: Path) -> 
         assert worker["capacity"]["slots"] == 3
         assert client.cluster()["leader"]["id"] == "coord-a"
         assert (tmp_path / "c.db").exists()
+        # The worker logs "joined" when the Welcome arrives, just after the coordinator lists it.
+        wait_for(lambda: '"joined"' in first.log(), timeout=5, what="w-a's joined log line")
         joined = _joined(first.log())
         assert (joined["heartbeat_interval_s"], joined["lease_ttl_s"]) == (0.5, 3.0)
 
@@ -80,3 +82,42 @@ def test_coordinator_and_worker_options_and_drain_on_sigterm(tmp_path: Path) -> 
         assert done["worker_id"] == "w-b"
         assert done["resumed_from_seq"] == handed_back["checkpoint_seq"]
         assert done["result"] == {"count": 60, "resumed_from": handed_back["checkpoint_seq"]}
+
+
+def test_dev_drains_on_sigterm_and_a_restart_resumes_from_the_checkpoint(tmp_path: Path) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [
+        "dev",
+        "--workers",
+        "1",
+        "--import",
+        "examples.demo_jobs",
+        "--listen",
+        f"127.0.0.1:{port}",
+    ]
+    with process_group(tmp_path) as group, NiyantaClient(url) as client:
+        first = group.start("dev-1", args)
+        wait_until_ready(url)
+        client.create_customer("acme", "gold")
+        workload_id = client.submit("acme", "demo-counter", {"steps": 40, "step_s": 0.05}).workload[
+            "id"
+        ]
+        wait_for(
+            lambda: client.get_workload(workload_id)["replicas"][0]["checkpoint_seq"] >= 3,
+            timeout=15,
+            what="three checkpoints",
+        )
+        first.signal(signal.SIGTERM)
+        assert first.popen.wait(timeout=10) == 0
+
+        group.start("dev-2", args)  # the same ./niyanta.db
+        wait_until_ready(url)
+        wait_for(
+            lambda: client.get_workload(workload_id)["state"] == "succeeded",
+            timeout=20,
+            what="the workload finishing after the restart",
+        )
+        replica = client.get_workload(workload_id)["replicas"][0]
+        assert replica["resumed_from_seq"] >= 3
+        assert replica["result"] == {"count": 40, "resumed_from": replica["resumed_from_seq"]}

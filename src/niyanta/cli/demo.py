@@ -359,7 +359,7 @@ def demo(
     kill a worker mid-run, and show the workload resuming elsewhere from its checkpoint."""
     configure_logging(level="ERROR")  # the narration tells the story; logs are in files
     started = time.monotonic()
-    page_server = page_server_class()(total=600, fail_cursors=(50, 200))
+    page_server = page_server_class()(total=600, fail_cursors=(100,))
     try:
         with (
             DemoCluster(workers, slots, EXAMPLE_MODULES, keep=keep) as cluster,
