@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from niyanta.worker import WorkerSettings
+from niyanta.worker.config import WorkerSettings
 
 
 def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,7 +38,8 @@ from niyanta.broker.messages import (
 )
 from niyanta.clock import FakeClock
 from niyanta.errors import BrokerError
-from niyanta.worker import JoinRefused, Worker, WorkerSettings
+from niyanta.worker.config import WorkerSettings
+from niyanta.worker.runtime import JoinRefused, Worker
 
 M = TypeVar("M", bound=AnyMessage)
 
