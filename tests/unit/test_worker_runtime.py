@@ -646,6 +646,7 @@ async def test_drain_yields_every_replica_then_says_bye(rig: Rig) -> None:
     await asyncio.wait_for(rig.task, 5)
     results = {r.workload_id: r.outcome for r in rig.coordinator.of(Result)}
     assert results == {"a": "yielded", "b": "yielded"}
+    assert not rig.coordinator.of(Heartbeat)[-1].healthy  # no new work while draining
     bye = rig.coordinator.of(Bye)
     assert len(bye) == 1
     assert all(

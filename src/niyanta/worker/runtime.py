@@ -119,6 +119,8 @@ class Worker:
             return
         self._draining = True
         self.log.info("draining", replicas=len(self._runs))
+        if self._joined.is_set():
+            self._spawn(self._heartbeat())  # unhealthy at once: place nothing more here
         for run in list(self._runs.values()):
             run.stop("drain")
         deadline = asyncio.get_running_loop().time() + self.settings.drain_timeout_s
@@ -219,6 +221,7 @@ class Worker:
         runs = {key: run.fence for key, run in self._runs.items() if not run.ctx.fenced}
         message = Heartbeat(
             worker_id=self.settings.worker_id,
+            healthy=not self._draining,
             free=self._free(),
             inventory=self._inventory(),
             metrics=self.breakers.metrics(),
