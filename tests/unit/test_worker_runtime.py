@@ -178,6 +178,13 @@ async def child_dependency(ctx: WorkloadContext) -> None:
     await ctx.sleep(30)
 
 
+@workload("child-busy", registry=REGISTRY, isolation="process")
+async def child_busy(ctx: WorkloadContext) -> None:
+    await ctx.save_checkpoint({"started": True})
+    while True:  # CPU-bound and never looks at ctx.cancelled
+        pass
+
+
 @workload("memory-hog", registry=REGISTRY, isolation="process", resources={"memory_mb": 64})
 async def memory_hog(ctx: WorkloadContext) -> int:
     hoard = bytearray(1024 * 1024 * 1024)
@@ -743,6 +750,23 @@ async def test_stopped_child_checkpoints_and_yields(rig: Rig) -> None:
     )
     result = await rig.coordinator.wait_for(Result)
     assert result.outcome == "yielded"
+
+
+async def test_a_child_ignoring_a_stop_is_killed_after_the_grace_period(hub: MemoryHub) -> None:
+    rig = await start_rig(hub, stop_grace_s=0.2)
+    try:
+        await rig.coordinator.start("w-1", "child-busy", fence=6)
+        await rig.coordinator.wait_for(CheckpointMsg, within=30)
+        children = multiprocessing.active_children()
+        await rig.coordinator.endpoint.send(
+            "w-1", StopReplica(workload_id="w1", index=0, fence=6, reason="preempt")
+        )
+        result = await rig.coordinator.wait_for(Result, within=10)
+        assert result.outcome == "yielded"
+        assert children and all(not child.is_alive() for child in children)
+    finally:
+        await rig.worker.close()
+        await rig.task
 
 
 async def test_closing_the_worker_kills_its_children(hub: MemoryHub) -> None:
