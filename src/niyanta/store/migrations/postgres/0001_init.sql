@@ -106,8 +106,10 @@ CREATE TABLE events (
 CREATE INDEX events_workload ON events (workload_id, id);
 CREATE INDEX events_customer ON events (customer_id, id);
 
+-- Read only per workload (by transitions_workload): no primary key index to maintain on the
+-- hottest insert path.
 CREATE TABLE transitions (
-    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id          BIGINT GENERATED ALWAYS AS IDENTITY,
     workload_id TEXT NOT NULL,
     idx         INTEGER NOT NULL,
     from_state  TEXT NOT NULL,
