@@ -293,9 +293,10 @@ class NatsEndpoint:
                 await self._refuse_unauthorized(msg, message, worker_id)
                 return
             self._authorized.add(worker_id)
-        if not self._seen.first_time(message.id):
+        # Only requests are retried (and so repeated); plain sends need no memory of them.
+        if msg.reply and not self._seen.first_time(message.id):
             cached = self._seen.reply_to(message.id)
-            if cached != PENDING and msg.reply:
+            if cached != PENDING:
                 await self._respond(msg.reply, cached)
             return
         self._last_seen[worker_id] = time.monotonic()
@@ -499,9 +500,10 @@ class NatsLink:
                 respond = _responder(self.client, msg, self._to_coordinator)
                 await self._channel.refuse(data, message, respond)
             return
-        if not self._seen.first_time(message.id):
+        # Only requests are retried (and so repeated); plain sends need no memory of them.
+        if msg.reply and not self._seen.first_time(message.id):
             cached = self._seen.reply_to(message.id)
-            if cached != PENDING and msg.reply:
+            if cached != PENDING:
                 with contextlib.suppress(BrokerError):
                     await _publish(self.client, msg.reply, cached)
             return
