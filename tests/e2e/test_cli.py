@@ -127,6 +127,17 @@ def test_submit_status_list_events(dev_url: str) -> None:
     assert "replica.running" in kinds and kinds[-1] == "replica.succeeded"
 
 
+def test_status_watch_waits_for_the_end(dev_url: str) -> None:
+    niyanta(dev_url, "customers", "create", "cust-watch", "--tier", "gold")
+    workload_id = submit(dev_url, "cust-watch", "--params", '{"steps": 10, "step_s": 0.05}')
+    watched = niyanta(dev_url, "status", workload_id, "--watch", "-o", "json")
+    final = as_json(watched)
+    assert final["state"] == "succeeded"
+    assert final["replicas"][0]["checkpoint_seq"] == 10
+    table = niyanta(dev_url, "status", workload_id, "--watch")
+    assert table.exit_code == 0 and "succeeded" in table.stdout
+
+
 def test_idempotency_key(dev_url: str) -> None:
     niyanta(dev_url, "customers", "create", "cust-idem", "--tier", "bronze")
     args = ["--params", '{"steps": 1, "step_s": 0.01}', "--idempotency-key", "order-42"]

@@ -28,9 +28,9 @@ from rich.table import Table
 from niyanta.cli.demo_cluster import DemoCluster, DemoStartupError, WorkerProcess
 from niyanta.cli.demo_report import CustomerSummary, summarize
 from niyanta.cli.output import console, progress_cell, state_text, text
+from niyanta.cli.workloads import TERMINAL_STATES
 from niyanta.client import JSONObject, NiyantaClient
 from niyanta.observability.logging import configure_logging
-from niyanta.states import TERMINAL
 
 CUSTOMERS = {"acme": "platinum", "globex": "gold", "initech": "bronze"}
 EXAMPLE_MODULES = [
@@ -39,7 +39,6 @@ EXAMPLE_MODULES = [
     "examples.paginated_fetch",
     "examples.cpu_primes",
 ]
-TERMINAL_STATES = frozenset(state.value for state in TERMINAL)
 VICTIM_CHECKPOINTS = 8
 """The victim's worker is killed once the victim has committed this many checkpoints."""
 

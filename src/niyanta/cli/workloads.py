@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Annotated, Any
 
 import typer
 from rich.console import Group
+from rich.live import Live
 from rich.table import Table
 
 from niyanta.cli.context import open_client
@@ -24,9 +27,13 @@ from niyanta.cli.output import (
     text,
 )
 from niyanta.cli.selector import parse_label, parse_selector, selector_to_json
-from niyanta.client import JSONObject
+from niyanta.client import JSONObject, NiyantaClient
 from niyanta.errors import InvalidInput
 from niyanta.model import LabelSelector, Mode
+from niyanta.states import TERMINAL
+
+TERMINAL_STATES = frozenset(state.value for state in TERMINAL)
+WATCH_INTERVAL_S = 0.5
 
 
 def _selector_option(value: str | None) -> tuple[LabelSelector, ...] | None:
@@ -177,14 +184,32 @@ def status(
     ctx: typer.Context,
     workload_id: Annotated[str, typer.Argument(metavar="ID")],
     output: OutputOption = OutputFormat.TABLE,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="refresh until the workload has finished")
+    ] = False,
 ) -> None:
     """Show a workload, its replicas and their progress."""
     with open_client(ctx) as client:
         workload = client.get_workload(workload_id)
+        if watch:
+            workload = _watch(client, workload, live=output is OutputFormat.TABLE)
     if output is OutputFormat.JSON:
         print_json(workload)
     else:
         console.print(_status_view(workload))
+
+
+def _watch(client: NiyantaClient, workload: JSONObject, *, live: bool) -> JSONObject:
+    """Poll until the workload is in a terminal state, drawn live when ``live`` (the caller
+    prints the final view)."""
+    display = Live(_status_view(workload), console=console, transient=True) if live else None
+    with display or nullcontext():
+        while workload["state"] not in TERMINAL_STATES:
+            time.sleep(WATCH_INTERVAL_S)
+            workload = client.get_workload(str(workload["id"]))
+            if display is not None:
+                display.update(_status_view(workload))
+    return workload
 
 
 def list_workloads(
