@@ -8,8 +8,9 @@ else; a stale write is refused by its fence, so duplicates are harmless either w
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -38,7 +39,7 @@ from niyanta.coordinator.settings import CoordinatorSettings
 from niyanta.coordinator.type_info import type_from_info
 from niyanta.coordinator.worker_commands import StopReason, WorkerCommands
 from niyanta.coordinator.worker_registry import WorkerRegistry
-from niyanta.errors import Conflict, NiyantaError, UnknownWorkloadType
+from niyanta.errors import BrokerError, Conflict, NiyantaError, UnknownWorkloadType
 from niyanta.model import (
     ErrorClass,
     ErrorInfo,
@@ -77,10 +78,17 @@ class RecentReplies:
     def get(self, message_id: str) -> AnyMessage | None:
         return self._replies.get(message_id)
 
+    def forget(self, message_id: str) -> None:
+        self._replies.pop(message_id, None)
+
     def put(self, message_id: str, reply: AnyMessage | None) -> None:
         self._replies[message_id] = reply
         while len(self._replies) > self._capacity:
             self._replies.popitem(last=False)
+
+
+Send = Callable[[str, AnyMessage], Awaitable[None]]
+"""Sends one message to a worker (the endpoint's ``send``)."""
 
 
 class MessageHandlers:
@@ -98,6 +106,7 @@ class MessageHandlers:
         clock: Clock,
         is_leader: Callable[[], bool],
         wake_scheduler: Callable[[float | None], None],
+        send: Send | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -111,6 +120,8 @@ class MessageHandlers:
         self._is_leader = is_leader
         self._wake = wake_scheduler
         self._replies = RecentReplies()
+        self._send = send
+        self._answering: set[asyncio.Task[None]] = set()
 
     def _fields(self, key: ReplicaKey, worker_id: str, fence: int) -> dict[str, object]:
         return {
@@ -127,9 +138,37 @@ class MessageHandlers:
             return None  # in flight while leadership was lost; the worker finds the leader
         if message.id in self._replies:
             return self._replies.get(message.id)
-        reply = await self._dispatch(worker_id, message)
+        self._replies.put(message.id, None)  # a repeat while this one is handled: no answer
+        if self._send is not None and isinstance(message, CheckpointMsg | Result):
+            # Answered out of band, so that the worker's next write is handled while this one
+            # commits: writes of many replicas share one group commit.
+            task = asyncio.create_task(self._answer(worker_id, message, self._send))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+            return None
+        try:
+            reply = await self._dispatch(worker_id, message)
+        except Exception:
+            self._replies.forget(message.id)  # not handled: a repeat must be handled afresh
+            raise
         self._replies.put(message.id, reply)
         return reply
+
+    async def _answer(self, worker_id: str, message: AnyMessage, send: Send) -> None:
+        try:
+            reply = await self._dispatch(worker_id, message)
+        except Exception as exc:  # the store is unreachable: the worker retries the request
+            self._replies.forget(message.id)
+            log.warning("message.unanswered", kind=type(message).__name__, error=repr(exc))
+            return
+        if reply is None:
+            return
+        self._replies.put(message.id, reply)
+        reply.corr = message.id
+        try:
+            await send(worker_id, reply)
+        except BrokerError as exc:
+            log.info("reply.undelivered", worker=worker_id, error=str(exc))
 
     async def _dispatch(self, worker_id: str, message: AnyMessage) -> AnyMessage | None:
         match message:

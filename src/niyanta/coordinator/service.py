@@ -29,7 +29,7 @@ from niyanta.model import (
     WorkloadSpec,
     WorkloadType,
 )
-from niyanta.states import ACTIVE
+from niyanta.states import ACTIVE, ReplicaState
 from niyanta.store.base import CustomerUpdate, EventQuery, SubmitResult, WorkloadFilter
 
 log = structlog.get_logger("niyanta.coordinator")
@@ -116,23 +116,30 @@ class CoordinatorService:
 
     # --- workloads -----------------------------------------------------------------------------
 
-    async def submit(self, spec: WorkloadSpec) -> SubmitResult:
+    async def submit(self, spec: WorkloadSpec) -> tuple[SubmitResult, WorkloadView]:
+        """The result and the workload: as just created (its replicas pending, fence 0, without
+        reading it back), or as it is now for a known idempotency key."""
         result = await self._store.submit_workload(spec, API_ACTOR)
-        if result.created:
-            w = result.workload
-            self._rt.catalog.remember(w)
-            self._rt.metrics.submitted.labels(
-                customer=self._rt.metrics.customer_label(w.customer_id), type=w.type_name
-            ).inc()
-            log.info(
-                "workload.submitted",
-                customer=w.customer_id,
-                workload=w.id,
-                type=w.type_name,
-                replicas=w.replicas,
-            )
-            self._rt.wake_scheduler()
-        return result
+        if not result.created:
+            return result, await self.get_workload(result.workload.id)
+        w = result.workload
+        self._rt.catalog.remember(w)
+        self._rt.metrics.submitted.labels(
+            customer=self._rt.metrics.customer_label(w.customer_id), type=w.type_name
+        ).inc()
+        log.info(
+            "workload.submitted",
+            customer=w.customer_id,
+            workload=w.id,
+            type=w.type_name,
+            replicas=w.replicas,
+        )
+        self._rt.wake_scheduler()
+        replicas = [
+            Replica(w.id, i, ReplicaState.PENDING, fence=0, attempt=1, enqueued_at=w.created_at)
+            for i in range(w.replicas)
+        ]
+        return result, WorkloadView(w, replicas)
 
     async def get_workload(self, workload_id: str) -> WorkloadView:
         workload = await self._store.get_workload(workload_id)

@@ -55,10 +55,9 @@ async def submit(
         idempotency_key=key,
         labels=body.labels,
     )
-    result = await service.submit(spec)
+    result, view = await service.submit(spec)
     if not result.created:
         response.status_code = 200
-    view = await service.get_workload(result.workload.id)
     return WorkloadOut.of(view)
 
 
