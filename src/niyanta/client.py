@@ -155,6 +155,11 @@ class NiyantaClient:
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 failures.append(f"{self.urls[index]} ({exc or type(exc).__name__})")
                 continue
+            except httpx.TransportError as exc:
+                raise CoordinatorUnreachable(
+                    f"no answer from the coordinator at {self.urls[index]}: "
+                    f"{exc or type(exc).__name__}"
+                ) from exc
             self._preferred = index
             return response
         raise CoordinatorUnreachable(
