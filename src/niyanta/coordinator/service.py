@@ -3,6 +3,7 @@ them (wake the scheduler, tell a worker to stop a replica, announce a new type).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import structlog
@@ -147,7 +148,8 @@ class CoordinatorService:
 
     async def list_workloads(self, query: WorkloadFilter) -> tuple[list[WorkloadView], str | None]:
         page: Page = await self._store.list_workloads(query)
-        views = [WorkloadView(w, await self._store.list_replicas(w.id)) for w in page.items]
+        replicas = await asyncio.gather(*(self._store.list_replicas(w.id) for w in page.items))
+        views = [WorkloadView(w, r) for w, r in zip(page.items, replicas, strict=True)]
         return views, page.next_cursor
 
     async def cancel(self, workload_id: str) -> WorkloadView:
