@@ -147,9 +147,7 @@ def maybe_resumed(run: DemoRun, workloads: dict[str, JSONObject]) -> str | None:
     if failover is None or failover.killed_worker is None or failover.resumed_on is not None:
         return None
     replica = _replica0(workloads[failover.workload_id])
-    worker_id = replica.get("worker_id") or (
-        replica.get("previous_worker") if replica.get("state") in TERMINAL_STATES else None
-    )
+    worker_id = replica.get("worker_id")
     if (
         not worker_id
         or worker_id == failover.killed_worker

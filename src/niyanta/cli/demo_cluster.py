@@ -47,24 +47,24 @@ class WorkerProcess:
     worker_id: str
     popen: subprocess.Popen[bytes]
     log_path: Path
-    killed: bool = False
 
     def kill(self) -> None:
         """SIGKILL the worker and the children it runs replicas in (its own process group)."""
-        self.killed = True
         with suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait(timeout=5)
 
-    def stop(self, grace_s: float) -> None:
-        """SIGTERM (the worker drains), then SIGKILL what is left after ``grace_s``."""
+    def terminate(self) -> None:
+        """SIGTERM: the worker drains and leaves."""
         if self.popen.poll() is None:
             with suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                self.kill()
+
+    def wait_or_kill(self, grace_s: float) -> None:
+        try:
+            self.popen.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
 
 
 @dataclass
@@ -169,11 +169,9 @@ class DemoCluster:
 
     def close(self) -> None:
         for worker in self.workers.values():
-            with suppress(ProcessLookupError):
-                if worker.popen.poll() is None:
-                    os.killpg(worker.popen.pid, signal.SIGTERM)
+            worker.terminate()
         for worker in self.workers.values():
-            worker.stop(grace_s=5.0)
+            worker.wait_or_kill(grace_s=5.0)
         if self._server is not None:
             self._server.should_exit = True
         if self._server_thread is not None:
