@@ -14,6 +14,11 @@ Measured in one run, with one coordinator endpoint and 1 and 10 worker links in 
 The WebSocket endpoint is served by uvicorn (uvloop, as ``niyanta coordinator`` runs it) in this
 process, so its figures include both ends' work on the same cores. NATS: 127.0.0.1:4222.
 
+Keys: ``<transport>_msgs_per_s`` (best of 1 and 10 workers, each also given), ``..._rtt_per_s_*``,
+``<transport>_rtt_p50_ms``/``_p99_ms``, ``raw_nats_*`` (the baselines), ``ws_kill_detect_ms``, and
+``rtt_p99_ms``: the worse of the WebSocket and NATS p99 (NATS p99 follows the raw nats-py one
+measured in the same run: it is set by how the machine schedules nats-server and this process).
+
 Run: .venv/bin/python bench/broker.py  (last line: one JSON object with the figures)
 """
 
