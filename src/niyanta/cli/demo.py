@@ -137,7 +137,7 @@ def maybe_kill(
     failover.fence_at_kill = int(replica.get("fence") or 0)
     return (
         f"[bold red]SIGKILL[/] {worker_id} (and its children) while it runs "
-        f"{_name(run, failover.workload_id)} at checkpoint seq {seq}"
+        f"{_name(run, failover.workload_id)} (last checkpoint seen: seq {seq})"
     )
 
 
