@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,6 +35,15 @@ class CoordinatorSettings(BaseSettings):
     """Backstop period of the scheduling loop; rounds are otherwise triggered by events."""
     lease_check_interval_s: float = Field(default=0.25, gt=0)
     """How often the lease monitor requeues replicas whose lease expired."""
+
+    @model_validator(mode="after")
+    def _lease_outlasts_heartbeats(self) -> CoordinatorSettings:
+        if self.lease_ttl_s <= self.heartbeat_interval_s:
+            raise ValueError(
+                f"lease_ttl_s ({self.lease_ttl_s}) must exceed heartbeat_interval_s "
+                f"({self.heartbeat_interval_s}): leases are renewed by heartbeats"
+            )
+        return self
 
     @property
     def url(self) -> str:
