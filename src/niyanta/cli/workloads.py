@@ -36,22 +36,24 @@ TERMINAL_STATES = frozenset(state.value for state in TERMINAL)
 WATCH_INTERVAL_S = 0.5
 
 
-def _selector_option(value: str | None) -> tuple[LabelSelector, ...] | None:
+def _selector_option(value: str | None, option: str) -> tuple[LabelSelector, ...] | None:
     if value is None:
         return None
     try:
         return parse_selector(value)
     except InvalidInput as error:
-        raise typer.BadParameter(error.message) from None
+        raise typer.BadParameter(error.message, param_hint=option) from None
 
 
 def _params_option(value: str) -> dict[str, Any]:
     try:
         params = json.loads(value)
     except json.JSONDecodeError as error:
-        raise typer.BadParameter(f"not JSON: {error}") from None
+        raise typer.BadParameter(f"not JSON: {error}", param_hint="--params") from None
     if not isinstance(params, dict):
-        raise typer.BadParameter("must be a JSON object, e.g. '{\"limit\": 1000}'")
+        raise typer.BadParameter(
+            "must be a JSON object, e.g. '{\"limit\": 1000}'", param_hint="--params"
+        )
     return params
 
 
@@ -75,7 +77,7 @@ def submit(
     replicas: Annotated[int, typer.Option(min=1, help="number of replicas")] = 1,
     mode: Annotated[
         Mode, typer.Option(help="batch runs to completion; continuous keeps running")
-    ] = (Mode.BATCH),
+    ] = Mode.BATCH,
     idempotency_key: Annotated[
         str | None,
         typer.Option(help="submitting again with the same key returns the first workload"),
@@ -100,8 +102,8 @@ def submit(
 ) -> None:
     """Submit a workload and print its id."""
     body_params = _params_option(params)
-    required = _selector_option(affinity)
-    anti = _selector_option(anti_affinity)
+    required = _selector_option(affinity, "--affinity")
+    anti = _selector_option(anti_affinity, "--anti-affinity")
     labels = _labels_option(label or [])
     affinity_json: JSONObject = {}
     if required:
