@@ -169,6 +169,24 @@ async def run(store: Store, name: str) -> dict[str, float]:
     return figures
 
 
+async def commit_latency(url: str) -> dict[str, float]:
+    """The floor under every durable write: one-row INSERTs, each its own commit (fsync)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("CREATE TABLE commit_probe (n int)")
+        samples = []
+        for n in range(300):
+            started = time.perf_counter()
+            await conn.execute("INSERT INTO commit_probe VALUES ($1)", n)
+            samples.append((time.perf_counter() - started) * 1000)
+    finally:
+        await conn.close()
+    samples.sort()
+    p50, p99 = samples[len(samples) // 2], samples[int(len(samples) * 0.99) - 1]
+    print(f"  bare commit of one row (server floor): p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    return {"commit_p50_ms": p50, "commit_p99_ms": p99}
+
+
 async def bench_postgres() -> dict[str, float]:
     name = f"niyanta_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG_ADMIN)
@@ -179,9 +197,11 @@ async def bench_postgres() -> dict[str, float]:
         await admin.close()
     base = PG_ADMIN.rsplit("/", 1)[0]
     try:
+        floor = await commit_latency(f"{base}/{name}")
         store = await open_store(f"{base}/{name}")
         try:
             figures = await run(store, f"PostgreSQL (fsync={fsync})")
+            figures.update(floor)
         finally:
             await store.close()
     finally:
