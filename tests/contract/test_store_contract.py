@@ -516,7 +516,7 @@ class CountingStore:
 
 async def test_group_committer_resolves_each_caller(store: Store) -> None:
     counting = CountingStore(store)
-    committer = GroupCommitter(counting)
+    committer = GroupCommitter(counting, max_in_flight=1)
     replicas = [await running(store) for _ in range(8)]
 
     async def checkpoints(r: Replica, fence: int) -> list[object]:
