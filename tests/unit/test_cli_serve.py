@@ -63,7 +63,13 @@ def test_worker_refuses_bad_labels_and_brokers_before_connecting() -> None:
     bad_labels = runner.invoke(app, ["worker", "--labels", "zone"])
     assert bad_labels.exit_code == 2 and "invalid label" in bad_labels.output
     bad_broker = runner.invoke(app, ["worker", "--broker", "kafka://x"])
-    assert bad_broker.exit_code == 2 and "unknown broker" in bad_broker.output
+    assert bad_broker.exit_code == 2 and "nats://HOST:PORT" in bad_broker.output
+
+
+def test_the_memory_broker_is_only_for_dev() -> None:
+    result = CliRunner().invoke(app, ["coordinator", "--broker", "memory"])
+    assert result.exit_code == 2
+    assert "niyanta dev" in result.output
 
 
 def test_dev_runs_on_sqlite_only() -> None:

@@ -27,10 +27,22 @@ from niyanta.observability.logging import configure_logging
 from niyanta.worker.config import WorkerSettings
 from niyanta.worker.runtime import Worker
 
+
+def _broker_option(spec: str) -> str:
+    """The transports that join separate processes (``memory`` only works inside one: dev)."""
+    if spec != "builtin" and not spec.startswith(("ws://", "wss://", "nats://", "tls://")):
+        raise typer.BadParameter(
+            f"{spec!r}: use builtin (the coordinator's WebSocket endpoint) or nats://HOST:PORT"
+            + (" (the memory broker is for `niyanta dev`)" if spec == "memory" else "")
+        )
+    return spec
+
+
 BrokerOption = Annotated[
     str,
     typer.Option(
         envvar="NIYANTA_BROKER",
+        callback=_broker_option,
         help="builtin (the coordinator's WebSocket endpoint) or nats://HOST:PORT",
     ),
 ]
