@@ -238,9 +238,13 @@ def test_no_higher_tier_waits_while_a_lower_tier_takes_a_slot_it_could_use(
         and not by_key[p.key].affinity.anti
         and by_key[p.key].affinity.spread is None
     ]
+    # Free capacity a preemptor claimed on its victims' worker is invisible here: skip those.
+    claimed = {p.worker_id for p in decision.preemptions}
     for placement in decision.placements:
         lower = by_key[placement.key]
         worker = workers[placement.worker_id]
+        if worker.id in claimed:
+            continue
         others = [o for o in on[worker.id] if o is not lower]
         for higher in waiting:
             if TIERS[higher.tier].priority <= TIERS[lower.tier].priority:

@@ -45,8 +45,8 @@ class _Round:
         self.placements: list[Placement] = []
         self.preemptions: list[Preemption] = []
         self.reasons: dict[ReplicaKey, str] = {}
-        self.busy_tiers: set[str] = set()
-        """Tiers that placed or waited for capacity this round (for "waiting behind")."""
+        self.highest_busy: Tier | None = None
+        """The highest tier that placed or waited for capacity this round ("waiting behind")."""
         self.victims: set[ReplicaKey] = set()
         self.promised: dict[int, tuple[int, float, float]] = {}
         """Per worker: (slots, cpu, memory) freed by chosen victims minus what their
@@ -122,6 +122,9 @@ class _Round:
         if hold is not None and cluster.free_slot_total - hold.slots < 1:
             self.reasons[replica.key] = reasons.held_for(hold.for_tier)
             return False
+        if cluster.free_slot_total <= 0 and not self._may_preempt(tier):
+            self._wait(replica, tier)  # the cluster is full: nothing to search
+            return False
         need = build_need(cluster, replica)
         result: int | Miss
         if isinstance(target, Shape):
@@ -134,7 +137,7 @@ class _Round:
         if not isinstance(result, Miss):
             cluster.place(result, replica)
             self.quotas.charge(replica.customer_id, replica.tier)
-            self.busy_tiers.add(replica.tier)
+            self._mark_busy(tier)
             self.placements.append(Placement(replica.key, cluster.views[result].id, replica.fence))
             return True
         if result is Miss.ANTI_AFFINITY:
@@ -174,29 +177,44 @@ class _Round:
         need: Need,
         target: Shape | int,
     ) -> None:
-        self.quotas.note_waiting(tier)
-        if tier.may_preempt or self.quotas.entitled(tier):
+        if self._may_preempt(tier):
             candidates: Sequence[int] = (
                 (target,)
                 if isinstance(target, int)
                 else [i for g in target.groups for c in g.classes for i in c.members]
             )
             if self._preempt(replica, tier, need, candidates):
-                self.busy_tiers.add(replica.tier)
+                self.quotas.note_waiting(tier)
+                self._mark_busy(tier)
                 return
-        above = [t for t in self.busy_tiers if self.tiers[t].priority > tier.priority]
-        self.busy_tiers.add(replica.tier)
-        if above:
-            highest = max(above, key=lambda t: (self.tiers[t].priority, t))
-            self.reasons[replica.key] = reasons.waiting_behind(highest)
+        self._wait(replica, tier)
+
+    def _may_preempt(self, tier: Tier) -> bool:
+        lowest = self.lowest_running
+        return (
+            lowest is not None
+            and lowest < tier.priority
+            and (tier.may_preempt or self.quotas.entitled(tier))
+        )
+
+    def _wait(self, replica: PendingReplica, tier: Tier) -> None:
+        """Leave ``replica`` pending for want of free capacity."""
+        self.quotas.note_waiting(tier)
+        ahead = self.highest_busy
+        if ahead is not None and ahead.priority > tier.priority:
+            self.reasons[replica.key] = reasons.waiting_behind(ahead.name)
         else:
             self.reasons[replica.key] = reasons.no_free_capacity(replica.resources)
+        self._mark_busy(tier)
+
+    def _mark_busy(self, tier: Tier) -> None:
+        ahead = self.highest_busy
+        if ahead is None or (tier.priority, tier.name) > (ahead.priority, ahead.name):
+            self.highest_busy = tier
 
     def _preempt(
         self, replica: PendingReplica, tier: Tier, need: Need, candidates: Sequence[int]
     ) -> bool:
-        if self.lowest_running is None or self.lowest_running >= tier.priority:
-            return False
         cluster = self.cluster
         order = victim_order(self._priority)
         best: tuple[tuple[int, tuple[int, ...], int], tuple[RunningReplica, ...]] | None = None
