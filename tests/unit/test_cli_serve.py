@@ -39,12 +39,14 @@ def test_coordinator_options_become_settings() -> None:
         coordinator_id="coord-1",
         lease_ttl=3.0,
         heartbeat=0.5,
+        cluster="eu-1",
     )
     assert settings.store_url == "postgresql://db/niyanta"
     assert settings.broker == "nats://127.0.0.1:4222"
     assert (settings.host, settings.port) == ("0.0.0.0", 9090)
     assert settings.coordinator_id == "coord-1"
     assert (settings.lease_ttl_s, settings.heartbeat_interval_s) == (3.0, 0.5)
+    assert settings.cluster == "eu-1"
 
 
 def test_unset_coordinator_options_keep_the_defaults() -> None:

@@ -48,6 +48,15 @@ BrokerOption = Annotated[
 ]
 
 
+ClusterOption = Annotated[
+    str,
+    typer.Option(
+        envvar="NIYANTA_CLUSTER",
+        help="cluster name: separates clusters sharing one NATS (its subjects' prefix)",
+    ),
+]
+
+
 def import_workload_modules(modules: str) -> list[str]:
     """Import each comma-separated module so that its ``@workload`` types register.
 
@@ -129,6 +138,7 @@ def worker(
         str | None,
         typer.Option(envvar="NIYANTA_WORKER_TOKEN", help="shared worker token, if required"),
     ] = None,
+    cluster: ClusterOption = "default",
 ) -> None:
     """Run a worker: join the coordinator, run replicas; SIGTERM/SIGINT drains it."""
     state = ctx.find_object(CliState)
@@ -149,7 +159,9 @@ def worker(
             fields[name] = value
     settings = WorkerSettings.model_validate(fields)
     try:
-        link = open_worker_link(broker, settings.worker_id, urls=urls, token=settings.token)
+        link = open_worker_link(
+            broker, settings.worker_id, urls=urls, token=settings.token, cluster=cluster
+        )
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--broker") from None
     configure_logging()
@@ -186,6 +198,7 @@ def coordinator_settings(
     lease_ttl: float | None = None,
     heartbeat: float | None = None,
     advertise_url: str | None = None,
+    cluster: str | None = None,
 ) -> CoordinatorSettings:
     """Settings from the command's options; options left unset keep the settings' defaults
     (or their ``NIYANTA_COORDINATOR_*`` environment values)."""
@@ -196,6 +209,7 @@ def coordinator_settings(
         ("lease_ttl_s", lease_ttl),
         ("heartbeat_interval_s", heartbeat),
         ("advertise_url", advertise_url),
+        ("cluster", cluster),
     ):
         if value is not None:
             fields[name] = value
@@ -218,6 +232,7 @@ def coordinator(
         str | None,
         typer.Option(help="URL others reach this coordinator at (default: http://LISTEN)"),
     ] = None,
+    cluster: ClusterOption = "default",
 ) -> None:
     """Run a coordinator: the HTTP API, the built-in broker, and (while it leads) the
     scheduler and lease monitor. Several coordinators on one store elect a leader."""
@@ -229,6 +244,7 @@ def coordinator(
         lease_ttl=lease_ttl,
         heartbeat=heartbeat,
         advertise_url=advertise_url,
+        cluster=cluster,
     )
     configure_logging()
     run_coordinator(settings)
