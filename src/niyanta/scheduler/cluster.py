@@ -94,6 +94,8 @@ class Cluster:
         self.views = sorted(workers, key=lambda w: w.id)
         self.index = {w.id: i for i, w in enumerate(self.views)}
         self.policy = policy
+        self._direction = utilisation_key(policy, 1.0)
+        """+1.0 or -1.0: utilisation times this is the heap key."""
         self.free_slots = [w.slots for w in self.views]
         self.free_cpu = [w.cpu if w.cpu > 0 else UNLIMITED for w in self.views]
         self.free_memory = [
@@ -155,7 +157,7 @@ class Cluster:
             self.free_memory[i],
             view.memory_mb,
         )
-        return utilisation_key(self.policy, used)
+        return used * self._direction
 
     # -- constraint indexes ------------------------------------------------------------------
 
@@ -177,7 +179,8 @@ class Cluster:
 
     def _occupy(self, i: int, workload_id: str, workload_labels: Mapping[str, str]) -> None:
         if self.anti_blocked:
-            for blocked in self._anti_sets(workload_labels):
+            sets = self._anti_sets_by_id.get(id(workload_labels))
+            for blocked in sets if sets is not None else self._anti_sets(workload_labels):
                 blocked.add(i)
         for key in self._spread_keys.get(workload_id, ()):
             value = i if key == SPREAD_BY_WORKER else self.views[i].labels.get(key)
@@ -185,16 +188,14 @@ class Cluster:
                 self.spread_used[(workload_id, key)].add(value)
 
     def _anti_sets(self, workload_labels: Mapping[str, str]) -> list[set[int]]:
-        # Replicas of one workload usually share their labels mapping: look it up by identity
-        # first (the input outlives the round, so identities are stable), then by content.
-        sets = self._anti_sets_by_id.get(id(workload_labels))
+        # Replicas of one workload usually share their labels mapping: it is remembered by
+        # identity (the input outlives the round, so identities are stable) and by content.
+        key = labels_key(workload_labels)
+        sets = self._anti_sets_for.get(key)
         if sets is None:
-            key = labels_key(workload_labels)
-            sets = self._anti_sets_for.get(key)
-            if sets is None:
-                sets = [b for s, b in self.anti_blocked.items() if s.matches(workload_labels)]
-                self._anti_sets_for[key] = sets
-            self._anti_sets_by_id[id(workload_labels)] = sets
+            sets = [b for s, b in self.anti_blocked.items() if s.matches(workload_labels)]
+            self._anti_sets_for[key] = sets
+        self._anti_sets_by_id[id(workload_labels)] = sets
         return sets
 
     # -- eligibility -------------------------------------------------------------------------

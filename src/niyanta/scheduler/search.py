@@ -149,9 +149,11 @@ def _best_in_group(
                 miss = max(miss, Miss.SPREAD)
                 set_aside.append(heapq.heappop(heap))
                 continue
+        if not cls.failed_needs and worker_allows(cluster, i, need) is None:
+            best = top  # the best worker of the best remaining class: nothing left beats it
+            break
         found, why = _best_in_class(cluster, cls, need)
         if found == top:
-            # The best worker of the best remaining class: nothing left can beat it.
             best = found
             break
         miss = max(miss, why)
@@ -168,12 +170,7 @@ def _best_in_class(
 ) -> tuple[WorkerEntry | None, Miss]:
     if cls.failed_needs and _dominates(need, cls.failed_needs):
         return None, Miss.NO_FIT
-    heap = cls.heap
-    top = heap[0]
-    why = worker_allows(cluster, top[1], need)
-    if why is None:
-        return top, Miss.NO_FIT
-    keys = cluster.key
+    heap, keys = cls.heap, cluster.key
     set_aside: list[WorkerEntry] = []
     found: WorkerEntry | None = None
     miss = Miss.NO_FIT
