@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import uuid
 from pathlib import Path
 
 import pytest
@@ -33,13 +34,26 @@ def _joined(log: str) -> dict[str, object]:
 
 
 def test_coordinator_and_worker_options_and_drain_on_sigterm(tmp_path: Path) -> None:
+    _options_and_drain(tmp_path, store="sqlite:///./c.db", broker=[])
+
+
+@pytest.mark.postgres
+@pytest.mark.nats
+def test_the_same_on_postgresql_and_nats(tmp_path: Path, pg_url: str, nats_url: str) -> None:
+    cluster = f"cli-e2e-{uuid.uuid4().hex[:8]}"  # the shared NATS carries other tests' clusters
+    _options_and_drain(tmp_path, store=pg_url, broker=["--broker", nats_url, "--cluster", cluster])
+
+
+def _options_and_drain(tmp_path: Path, *, store: str, broker: list[str]) -> None:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    worker_args = ["--coordinator", url, "worker", "--import", "examples.demo_jobs", "--slots", "3"]
+    worker_args = [
+        "--coordinator", url, "worker", *broker, "--import", "examples.demo_jobs", "--slots", "3",
+    ]  # fmt: skip
     with process_group(tmp_path) as group, NiyantaClient(url) as client:
         group.start(
             "coordinator",
-            ["coordinator", "--store", "sqlite:///./c.db", "--listen", f"127.0.0.1:{port}",
+            ["coordinator", "--store", store, *broker, "--listen", f"127.0.0.1:{port}",
              "--id", "coord-a", "--lease-ttl", "3", "--heartbeat", "0.5"],
         )  # fmt: skip
         wait_until_ready(url)
@@ -50,7 +64,6 @@ def test_coordinator_and_worker_options_and_drain_on_sigterm(tmp_path: Path) -> 
         assert (worker["id"], worker["labels"]) == ("w-a", {"zone": "a", "gpu": "true"})
         assert worker["capacity"]["slots"] == 3
         assert client.cluster()["leader"]["id"] == "coord-a"
-        assert (tmp_path / "c.db").exists()
         # The worker logs "joined" when the Welcome arrives, just after the coordinator lists it.
         wait_for(lambda: '"joined"' in first.log(), timeout=5, what="w-a's joined log line")
         joined = _joined(first.log())
