@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from niyanta.broker.memory import MemoryHub
 from niyanta.coordinator import CoordinatorSettings, build_app
 from niyanta.coordinator.runtime import CoordinatorRuntime
+from niyanta.store.base import Store
 
 
 @dataclass
@@ -31,7 +32,10 @@ class Running:
 
 
 @asynccontextmanager
-async def running_coordinator(store_url: str, **overrides: Any) -> AsyncIterator[Running]:
+async def running_coordinator(
+    store_url: str, store: Store | None = None, **overrides: Any
+) -> AsyncIterator[Running]:
+    """A coordinator on ``store_url`` (or on ``store``, opened by the caller)."""
     fields: dict[str, Any] = {
         "store_url": store_url,
         "broker": "memory",
@@ -42,7 +46,7 @@ async def running_coordinator(store_url: str, **overrides: Any) -> AsyncIterator
     fields.update(overrides)
     settings = CoordinatorSettings(**fields)
     hub = MemoryHub(settings.coordinator_id)
-    app = build_app(settings, hub=hub)
+    app = build_app(settings, hub=hub, store=store)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://coordinator") as client:

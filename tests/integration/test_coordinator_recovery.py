@@ -28,6 +28,9 @@ from niyanta.broker.messages import (
     StartReplica,
     StopReplica,
 )
+from niyanta.errors import StoreUnavailable
+from niyanta.store.base import Store
+from niyanta.store.factory import open_store
 from niyanta.worker import Worker, WorkerSettings
 
 REGISTRY = Registry()
@@ -237,3 +240,70 @@ async def test_a_type_registered_at_runtime_is_loaded_by_running_workers(
     assert replica["result"] == {"loaded": "w1"}
     await worker.close()
     await task
+
+
+class SwitchableStore:
+    """The real store, or (while ``down``) a store that raises StoreUnavailable on every call,
+    as a PostgreSQL outage does."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._store, name)
+        if not callable(attribute):
+            return attribute
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise StoreUnavailable("the store is down (test)")
+            return await attribute(*args, **kwargs)
+
+        return call
+
+
+async def test_replicas_keep_running_through_a_store_outage_longer_than_a_lease(
+    tmp_path: Path,
+) -> None:
+    real = await open_store(f"sqlite:///{tmp_path / 'outage.db'}")
+    store = SwitchableStore(real)
+    try:
+        async with running_coordinator(
+            "unused",
+            store=store,
+            lease_ttl_s=0.6,
+            heartbeat_interval_s=0.1,  # type: ignore[arg-type]
+        ) as running:
+            await running.client.post("/v1/customers", json={"id": "acme", "tier": "gold"})
+            worker, task = await _worker(running, "w1")
+            workload_id = await _submit(running, "ticks", ticks=80)
+
+            async def checkpointed() -> bool:
+                return bool((await _replica(running, workload_id))["checkpoint_seq"] >= 2)
+
+            await eventually(checkpointed, what="checkpoints before the outage")
+            store.down = True
+            not_ready = await running.client.get("/ready")
+            assert (not_ready.status_code, not_ready.json()["error"]["code"]) == (503, "not_ready")
+            failed = await running.client.get(f"/v1/workloads/{workload_id}")
+            assert (failed.status_code, failed.json()["error"]["code"]) == (
+                503,
+                "store_unavailable",
+            )
+            await asyncio.sleep(1.5)  # 2.5 lease TTLs
+            assert worker.running  # not self-fenced: heartbeats were still granted
+            store.down = False
+            assert (await running.client.get("/ready")).status_code == 200
+
+            async def done() -> dict[str, Any] | None:
+                replica = await _replica(running, workload_id)
+                return replica if replica["workload_state"] == "succeeded" else None
+
+            replica = await eventually(done, what="finished after the outage")
+            assert (replica["fence"], replica["attempt"]) == (1, 1)  # never reassigned
+            assert replica["result"] == {"i": 80, "started_from": 0}
+            await worker.close()
+            await task
+    finally:
+        await real.close()

@@ -34,6 +34,7 @@ class LeaseMonitor:
         metrics: CoordinatorMetrics,
         clock: Clock,
         interval_s: float,
+        lease_ttl_s: float,
         wake_scheduler: Callable[[float | None], None],
     ) -> None:
         self._store = store
@@ -41,18 +42,28 @@ class LeaseMonitor:
         self._metrics = metrics
         self._clock = clock
         self._interval_s = interval_s
+        self._lease_ttl_s = lease_ttl_s
         self._wake = wake_scheduler
 
     async def run(self, stopper: Stopper) -> None:
         tick = 0
+        after_outage = False
         while not await stopper.pause(self._interval_s):
             tick += 1
             try:
+                if after_outage:
+                    # Workers could not renew while the store was away: give every lease a
+                    # full TTL again before judging any of them.
+                    extended = await self._store.extend_all_leases(self._lease_ttl_s)
+                    log.info("leases.extended", count=extended, reason="store outage over")
+                    after_outage = False
                 await self.requeue_expired()
                 if tick % STALL_CHECK_EVERY == 0:
                     await self.fail_stalled()
             except Exception as exc:  # a store outage: try again next tick
-                log.warning("lease_monitor.failed", error=repr(exc))
+                if not after_outage:
+                    log.warning("lease_monitor.failed", error=repr(exc))
+                after_outage = True
 
     async def requeue_expired(self) -> list[Replica]:
         expired = await self._store.requeue_expired()

@@ -39,7 +39,13 @@ from niyanta.coordinator.settings import CoordinatorSettings
 from niyanta.coordinator.type_info import type_from_info
 from niyanta.coordinator.worker_commands import StopReason, WorkerCommands
 from niyanta.coordinator.worker_registry import WorkerRegistry
-from niyanta.errors import BrokerError, Conflict, NiyantaError, UnknownWorkloadType
+from niyanta.errors import (
+    BrokerError,
+    Conflict,
+    NiyantaError,
+    StoreUnavailable,
+    UnknownWorkloadType,
+)
 from niyanta.model import (
     ErrorClass,
     ErrorInfo,
@@ -282,7 +288,14 @@ class MessageHandlers:
             LeaseRenewal(ReplicaKey(item.workload_id, item.index), item.fence)
             for item in beat.inventory
         ]
-        result = await self._store.renew_leases(worker_id, renewals, ttl)
+        try:
+            result = await self._store.renew_leases(worker_id, renewals, ttl)
+        except StoreUnavailable as exc:
+            # Nobody can take a replica away while the store is down, and every coordinator
+            # extends all leases before it expires any after an outage: the worker keeps
+            # running rather than fencing itself for an outage that is not its own.
+            log.warning("lease.granted_during_outage", worker=worker_id, error=exc.message)
+            return LeaseGrant(ttl_s=ttl, fenced=[])
         fenced_keys = set(result.fenced)
         fenced = [
             item
@@ -314,6 +327,8 @@ class MessageHandlers:
         write = SaveCheckpoint(key, message.fence, message.seq, message.data)
         try:
             await self._writer.submit(write)
+        except StoreUnavailable:
+            raise  # no answer: the worker repeats the request until the store is back
         except NiyantaError as exc:
             return self._refused(worker_id, key, message.fence, exc, "checkpoint")
         log.debug(
@@ -327,6 +342,8 @@ class MessageHandlers:
         try:
             write = await self._write_for(key, message)
             replica = await self._writer.submit(write)
+        except StoreUnavailable:
+            raise  # no answer: the worker repeats the request until the store is back
         except NiyantaError as exc:
             return self._refused(worker_id, key, message.fence, exc, "result")
         assert isinstance(replica, Replica)

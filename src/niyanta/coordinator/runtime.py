@@ -98,6 +98,7 @@ class CoordinatorRuntime:
             metrics=metrics,
             clock=clock,
             interval_s=settings.lease_check_interval_s,
+            lease_ttl_s=settings.lease_ttl_s,
             wake_scheduler=self.scheduling.wake,
         )
         self._election: asyncio.Task[None] | None = None
