@@ -119,7 +119,7 @@ async def test_heartbeats_keep_the_lease_and_duplicates_are_harmless(running: Ru
     item = InventoryItem(workload_id=workload_id, index=0, fence=start.fence)
     for _ in range(6):  # 1.2 s: twice the lease TTL, renewed all along
         grant = await worker.write(Heartbeat(worker_id="w1", inventory=[item]))
-        assert isinstance(grant, LeaseGrant) and grant.fenced == []
+        assert isinstance(grant, LeaseGrant) and grant.fenced == [] and not grant.rejoin
         await asyncio.sleep(0.2)
 
     checkpoint = CheckpointMsg(
@@ -140,6 +140,21 @@ async def test_heartbeats_keep_the_lease_and_duplicates_are_harmless(running: Ru
     events = (await running.client.get(f"/v1/workloads/{workload_id}/events")).json()["items"]
     assert [e["kind"] for e in events].count("replica.succeeded") == 1
     await worker.link.close()
+
+
+async def test_a_heartbeat_from_a_worker_the_leader_never_met_asks_it_to_rejoin(
+    running: Running,
+) -> None:
+    stranger = running.hub.worker_link("w9")  # connected, but no Hello (as after a failover)
+
+    async def no_hello() -> None:
+        return None
+
+    stranger.on_connect(no_hello)
+    await stranger.connect()
+    grant = await stranger.request(Heartbeat(worker_id="w9"), timeout=2)
+    assert isinstance(grant, LeaseGrant) and grant.rejoin
+    await stranger.close()
 
 
 async def test_hello_stops_what_the_worker_runs_at_a_stale_fence(running: Running) -> None:

@@ -141,6 +141,9 @@ class LeaseGrant(Message, tag="lease_grant"):
 
     ttl_s: float
     fenced: list[InventoryItem] = []
+    rejoin: bool = False
+    """The coordinator does not know this worker (a new leader, e.g. after a failover over NATS,
+    where no reconnection makes the worker say Hello): send Hello again."""
 
 
 class StartReplica(Message, tag="start"):

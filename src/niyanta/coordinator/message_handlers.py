@@ -281,7 +281,8 @@ class MessageHandlers:
     # --- leases --------------------------------------------------------------------------------
 
     async def on_heartbeat(self, worker_id: str, beat: Heartbeat) -> AnyMessage:
-        if self._registry.heartbeat(worker_id, beat) is None:
+        known = self._registry.heartbeat(worker_id, beat) is not None
+        if not known:
             log.info("worker.heartbeat_unknown", worker=worker_id)
         ttl = self._settings.lease_ttl_s
         renewals = [
@@ -295,7 +296,7 @@ class MessageHandlers:
             # extends all leases before it expires any after an outage: the worker keeps
             # running rather than fencing itself for an outage that is not its own.
             log.warning("lease.granted_during_outage", worker=worker_id, error=exc.message)
-            return LeaseGrant(ttl_s=ttl, fenced=[])
+            return LeaseGrant(ttl_s=ttl, fenced=[], rejoin=not known)
         fenced_keys = set(result.fenced)
         fenced = [
             item
@@ -305,7 +306,7 @@ class MessageHandlers:
         for item in fenced:
             key = ReplicaKey(item.workload_id, item.index)
             log.info("lease.fenced", **self._fields(key, worker_id, item.fence))
-        return LeaseGrant(ttl_s=ttl, fenced=fenced)
+        return LeaseGrant(ttl_s=ttl, fenced=fenced, rejoin=not known)
 
     # --- writes --------------------------------------------------------------------------------
 
