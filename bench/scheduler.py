@@ -10,6 +10,7 @@ Run: .venv/bin/python bench/scheduler.py  (last line: one JSON object with the f
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import statistics
@@ -172,9 +173,13 @@ def main() -> None:
     cpu: dict[str, list[float]] = {label: [] for label in inputs}
     decisions: dict[str, SchedulerDecision] = {}
     # Rounds alternate between the two sizes so that load from other processes on the machine
-    # weighs on both alike; cpu time (this process only) is reported beside wall time.
+    # weighs on both alike; cpu time (this process only) is reported beside wall time. Each
+    # round starts from a collected heap, with the previous decision already freed, so that no
+    # round pays for another's garbage (the garbage collector stays on during the round).
     for _ in range(REPEATS):
         for label, inp in inputs.items():
+            decisions.pop(label, None)
+            gc.collect()
             wall_start, cpu_start = time.perf_counter(), time.process_time()
             decisions[label] = schedule(inp)
             wall[label].append((time.perf_counter() - wall_start) * 1000)

@@ -49,13 +49,14 @@ class _Round:
         """The highest tier that placed or waited for capacity this round ("waiting behind")."""
         self.victims: set[ReplicaKey] = set()
         self.promised: dict[int, tuple[int, float, float]] = {}
-        """Per worker: (slots, cpu, memory) freed by chosen victims minus what their
-        preemptors will take."""
+        """Per worker: (slots, cpu, memory) that chosen victims free beyond what their
+        preemptors take (a later preemptor on that worker may count it)."""
         self.unmatched: dict[object, str] = {}
         known = [
             r for r in inp.running if r.tier in self.tiers and r.worker_id in self.cluster.index
         ]
         self.lowest_running = min((self.tiers[r.tier].priority for r in known), default=None)
+        """Lowest tier priority running anywhere: a replica at or below it has no victims."""
 
     def run(self) -> SchedulerDecision:
         ranks = tier_ranks(self.tiers)
