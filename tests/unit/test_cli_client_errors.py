@@ -1,5 +1,5 @@
 """Rebuilding typed errors from the API's JSON error bodies. The proof against a real coordinator
-is in tests/e2e/test_cli.py; these are the bodies a healthy coordinator rarely sends."""
+is in tests/e2e/test_cli_against_dev.py; these are the bodies a healthy coordinator rarely sends."""
 
 from __future__ import annotations
 
