@@ -322,3 +322,43 @@ async def test_replicas_keep_running_through_a_store_outage_longer_than_a_lease(
             await task
     finally:
         await real.close()
+
+
+async def test_a_higher_tier_preempts_a_lower_one_which_resumes_from_its_checkpoint(
+    running: Running,
+) -> None:
+    await running.client.post("/v1/customers", json={"id": "small", "tier": "bronze"})
+    settings = WorkerSettings(worker_id="solo", slots=1, heartbeat_interval_s=0.1)
+    worker = Worker(settings, running.hub.worker_link("solo"), registry=REGISTRY)
+    task = asyncio.create_task(worker.run())
+    await eventually(lambda: "solo" in running.runtime.registry, what="worker joined")
+
+    low = (
+        await running.client.post(
+            "/v1/workloads", json={"customer_id": "small", "type": "ticks", "params": {"ticks": 60}}
+        )
+    ).json()["id"]
+
+    async def low_checkpointed() -> bool:
+        return bool((await _replica(running, low))["checkpoint_seq"] >= 3)
+
+    await eventually(low_checkpointed, what="the bronze replica checkpointed")
+    high = await _submit(running, "ticks", ticks=5)  # acme is gold: may preempt bronze
+
+    async def high_done() -> dict[str, Any] | None:
+        replica = await _replica(running, high)
+        return replica if replica["workload_state"] == "succeeded" else None
+
+    await eventually(high_done, what="the gold workload ran on the only slot")
+
+    async def low_done() -> dict[str, Any] | None:
+        replica = await _replica(running, low)
+        return replica if replica["workload_state"] == "succeeded" else None
+
+    resumed = await eventually(low_done, what="the bronze workload finished after it")
+    assert resumed["result"]["started_from"] >= 3
+    assert resumed["attempt"] == 1
+    events = (await running.client.get(f"/v1/workloads/{low}/events")).json()["items"]
+    assert any(e["kind"] == "replica.pending" and "preempt" in e["reason"] for e in events)
+    await worker.close()
+    await task
