@@ -110,11 +110,10 @@ class NiyantaClient:
         base_url: str = DEFAULT_COORDINATOR_URL,
         *,
         timeout: float = 10.0,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.urls = parse_coordinator_urls(base_url)
         self._preferred = 0
-        self._http = httpx.Client(timeout=timeout, transport=transport)
+        self._http = httpx.Client(timeout=timeout)
 
     def __enter__(self) -> NiyantaClient:
         return self
