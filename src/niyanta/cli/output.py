@@ -47,14 +47,6 @@ def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
-def show(data: Any, output: OutputFormat, table: Table) -> None:
-    """Print ``data`` as JSON or ``table`` for people."""
-    if output is OutputFormat.JSON:
-        print_json(data)
-    else:
-        console.print(table)
-
-
 def state_text(state: str | None) -> Text:
     value = state or "-"
     return Text(value, style=STATE_STYLES.get(value, ""))
@@ -105,20 +97,15 @@ def text(value: Any) -> str:
     return str(value)
 
 
-def new_table(title: str | None, columns: Sequence[str]) -> Table:
-    """A table whose first column (an id, copied into other commands) never wraps."""
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for position, column in enumerate(columns):
-        table.add_column(column, overflow="fold", no_wrap=position == 0)
-    return table
-
-
 def table_of(
     title: str | None,
     columns: Sequence[str],
     rows: Iterable[Sequence[RenderableType]],
 ) -> Table:
-    table = new_table(title, columns)
+    """A table whose first column (an id, copied into other commands) never wraps."""
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for position, column in enumerate(columns):
+        table.add_column(column, overflow="fold", no_wrap=position == 0)
     for row in rows:
         table.add_row(*row)
     return table
