@@ -93,7 +93,6 @@ class Cluster:
     ) -> None:
         self.views = sorted(workers, key=lambda w: w.id)
         self.index = {w.id: i for i, w in enumerate(self.views)}
-        self.policy = policy
         self._direction = utilisation_key(policy, 1.0)
         """+1.0 or -1.0: utilisation times this is the heap key."""
         self.free_slots = [w.slots for w in self.views]
@@ -111,17 +110,22 @@ class Cluster:
             self.free_cpu[i] -= replica.resources.cpu
             self.free_memory[i] -= replica.resources.memory_mb
         self.key: list[float | None] = [None] * len(self.views)
+        """Each worker's current heap key; None when it has no free slot or is unschedulable."""
         self.class_of: list[int] = [-1] * len(self.views)
+        """Index of each schedulable worker's class (-1 for unschedulable ones)."""
         self.classes: list[WorkerClass] = []
         self.free_slot_total = 0
+        """Free slots over all schedulable workers: at 0 nothing can be placed."""
         self._build_classes()
         self._shapes: dict[object, Shape] = {}
         self._shape_by_id: dict[tuple[str, int], Shape] = {}
         self._eligible: dict[object, list[WorkerClass]] = {}
         self.anti_blocked: dict[LabelSelector, set[int]] = {}
+        """Per anti-affinity selector, the workers running a replica whose labels match it."""
         self._anti_sets_for: dict[LabelsKey, list[set[int]]] = {}
         self._anti_sets_by_id: dict[int, list[set[int]]] = {}
         self.spread_used: dict[tuple[str, str], set[object]] = {}
+        """Per (workload, spread key), the workers (or label values) holding its replicas."""
         self._spread_keys: dict[str, list[str]] = {}
         self._running = running
 
