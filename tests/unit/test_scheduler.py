@@ -623,3 +623,31 @@ def test_preempted_capacity_is_not_given_to_anyone_else_in_the_round() -> None:
     )
     assert [str(p.victim) for p in decision.preemptions] == ["old/0"]
     assert decision.placements == ()
+
+
+@pytest.mark.parametrize(
+    ("selector", "reason"),
+    [
+        (sel("gpu", SelectorOp.EQ, "true"), "no worker with gpu=true"),
+        (sel("zone", SelectorOp.IN, "x", "y"), "no worker with zone in (x, y)"),
+        (sel("pool", SelectorOp.NE, "std"), "no worker with pool!=std"),
+        (sel("pool", SelectorOp.NOT_IN, "std", "big"), "no worker with pool not in (std, big)"),
+        (sel("ssd", SelectorOp.EXISTS), "no worker with label ssd"),
+        (sel("pool", SelectorOp.DOES_NOT_EXIST), "no worker without label pool"),
+    ],
+)
+def test_unmet_selectors_read_as_sentences(selector: LabelSelector, reason: str) -> None:
+    decision = run(
+        [pending("a", affinity=Affinity(required=(selector,)))],
+        [worker("w1", labels={"pool": "std", "zone": "a"})],
+    )
+    assert why(decision) == {"a/0": reason}
+
+
+def test_selectors_met_only_separately_are_reported_together() -> None:
+    both = Affinity(required=(sel("gpu", SelectorOp.EQ, "true"), sel("zone", SelectorOp.EQ, "a")))
+    decision = run(
+        [pending("a", affinity=both)],
+        [worker("w1", labels={"gpu": "true", "zone": "b"}), worker("w2", labels={"zone": "a"})],
+    )
+    assert why(decision) == {"a/0": "no worker with gpu=true, zone=a"}
