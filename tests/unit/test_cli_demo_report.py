@@ -52,6 +52,12 @@ def test_summary_per_customer() -> None:
             _event("replica.scheduled", 3.0),
             _event("replica.retrying", 4.0),
         ],
+        "c": [
+            _event("workload.submitted", 0.0, None),
+            _event("replica.scheduled", 0.5),
+            {**_event("replica.pending", 2.0), "reason": "yielded (preempt)"},
+            _event("replica.scheduled", 2.5),
+        ],
     }
     acme, globex, initech = summarize(
         workloads, events, {"acme": "platinum", "globex": "gold", "initech": "bronze"}
@@ -66,4 +72,6 @@ def test_summary_per_customer() -> None:
     assert (acme.retried, acme.resumed) == (1, 1)
     assert (acme.wait_p50, acme.wait_p95) == (1.0, 3.0)
     assert (globex.submitted, globex.wait_p50) == (0, None)
-    assert (initech.done, initech.retried, initech.resumed) == (1, 0, 0)
+    assert (initech.done, initech.retried, initech.resumed, initech.preempted) == (1, 0, 0, 1)
+    assert initech.waits == [0.5, 0.5]
+    assert acme.preempted == 0

@@ -308,8 +308,15 @@ def problems(run: DemoRun, workloads: dict[str, JSONObject]) -> list[str]:
 def report(client: NiyantaClient, run: DemoRun) -> list[str]:
     workloads = fetch(client, run)
     events = {workload_id: client.workload_events(workload_id) for workload_id in run.planned}
+    summaries = summarize(workloads.values(), events, CUSTOMERS)
     console.print()
-    console.print(summary_table(summarize(workloads.values(), events, CUSTOMERS)))
+    console.print(summary_table(summaries))
+    preempted = [f"{s.customer} {s.preempted}" for s in summaries if s.preempted]
+    if preempted:
+        say(
+            "preempted for a higher tier (yielded the slot, placed again later): "
+            + ", ".join(preempted)
+        )
     return problems(run, workloads)
 
 

@@ -15,6 +15,7 @@ QUEUED_KINDS = frozenset({"workload.submitted", "replica.pending"})
 lost lease, a drain, a preemption, a retry's backoff or a resume)."""
 PLACED_KIND = "replica.scheduled"
 RETRY_KIND = "replica.retrying"
+REQUEUED_KIND = "replica.pending"
 
 
 def queue_waits(events: Iterable[JSONObject]) -> list[float]:
@@ -55,6 +56,8 @@ class CustomerSummary:
     """Workloads with at least one retry after a transient error."""
     resumed: int = 0
     """Workloads whose replica resumed from a checkpoint on a (re)placement."""
+    preempted: int = 0
+    """Times one of its replicas yielded its slot to a higher tier (and was queued again)."""
     waits: list[float] = field(default_factory=list)
 
     @property
@@ -84,6 +87,10 @@ def summarize(
         summary.resumed += any(
             int(replica.get("resumed_from_seq") or 0) > 0
             for replica in workload.get("replicas") or []
+        )
+        summary.preempted += sum(
+            event["kind"] == REQUEUED_KIND and "preempt" in str(event.get("reason"))
+            for event in events
         )
         summary.waits.extend(queue_waits(events))
     return list(summaries.values())
