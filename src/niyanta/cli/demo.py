@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -25,12 +25,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from niyanta.cli.demo_cluster import DemoCluster, DemoStartupError, WorkerProcess
 from niyanta.cli.demo_report import CustomerSummary, summarize
 from niyanta.cli.output import console, progress_cell, state_text, text
 from niyanta.cli.workloads import TERMINAL_STATES
 from niyanta.client import JSONObject, NiyantaClient
-from niyanta.observability.logging import configure_logging
+
+if TYPE_CHECKING:
+    from niyanta.cli.demo_cluster import DemoCluster, WorkerProcess
 
 CUSTOMERS = {"acme": "platinum", "globex": "gold", "initech": "bronze"}
 EXAMPLE_MODULES = [
@@ -361,6 +362,10 @@ def demo(
 ) -> None:
     """Run an all-in-one Niyanta with example workloads for three customers on three tiers,
     kill a worker mid-run, and show the workload resuming elsewhere from its checkpoint."""
+    # The coordinator runs in this process: loaded here, not when any other command starts.
+    from niyanta.cli.demo_cluster import DemoCluster, DemoStartupError
+    from niyanta.observability.logging import configure_logging
+
     configure_logging(level="ERROR")  # the narration tells the story; logs are in files
     started = time.monotonic()
     page_server = page_server_class()(total=600, fail_cursors=(100,))

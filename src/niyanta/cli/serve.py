@@ -5,27 +5,22 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
-import signal
 import sys
-from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
 
-from niyanta.broker.factory import open_worker_link
-from niyanta.broker.memory import MemoryHub
 from niyanta.cli.context import CliState
 from niyanta.cli.selector import parse_labels
 from niyanta.cli.store import DEFAULT_STORE_URL, StoreOption
 from niyanta.client import parse_coordinator_urls
-from niyanta.coordinator.app import build_app
-from niyanta.coordinator.server import run_coordinator
-from niyanta.coordinator.settings import CoordinatorSettings
 from niyanta.errors import InvalidInput
-from niyanta.observability.logging import configure_logging
-from niyanta.worker.config import WorkerSettings
-from niyanta.worker.runtime import Worker
+
+if TYPE_CHECKING:
+    from niyanta.coordinator.settings import CoordinatorSettings
+
+# The server side (coordinator, worker runtime, brokers, uvicorn) is imported inside the commands
+# that run it: `niyanta status` and the other client commands start without loading it.
 
 
 def _broker_option(spec: str) -> str:
@@ -83,30 +78,6 @@ def _labels_option(value: str) -> dict[str, str]:
         raise typer.BadParameter(error.message) from None
 
 
-def _install_drain_on_signals(worker: Worker) -> None:
-    """SIGTERM or SIGINT drains (replicas checkpoint and are handed back); a second one leaves
-    at once."""
-    loop = asyncio.get_running_loop()
-    signals_seen = 0
-    closing: list[asyncio.Task[None]] = []
-
-    def on_signal() -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen == 1:
-            worker.request_drain()
-        else:
-            closing.append(loop.create_task(worker.close()))
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
-
-
-async def _run_worker(worker: Worker) -> None:
-    _install_drain_on_signals(worker)
-    await worker.run()
-
-
 def worker(
     ctx: typer.Context,
     coordinator: Annotated[
@@ -141,6 +112,12 @@ def worker(
     cluster: ClusterOption = "default",
 ) -> None:
     """Run a worker: join the coordinator, run replicas; SIGTERM/SIGINT drains it."""
+    from niyanta.broker.factory import open_worker_link
+    from niyanta.cli.runners import run_worker
+    from niyanta.observability.logging import configure_logging
+    from niyanta.worker.config import WorkerSettings
+    from niyanta.worker.runtime import Worker
+
     state = ctx.find_object(CliState)
     urls_text = coordinator or (state.coordinator if state else "")
     try:
@@ -165,7 +142,7 @@ def worker(
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--broker") from None
     configure_logging()
-    asyncio.run(_run_worker(Worker(settings, link)))
+    asyncio.run(run_worker(Worker(settings, link)))
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -202,6 +179,8 @@ def coordinator_settings(
 ) -> CoordinatorSettings:
     """Settings from the command's options; options left unset keep the settings' defaults
     (or their ``NIYANTA_COORDINATOR_*`` environment values)."""
+    from niyanta.coordinator.settings import CoordinatorSettings
+
     host, port = parse_listen(listen)
     fields: dict[str, object] = {"store_url": store, "broker": broker, "host": host, "port": port}
     for name, value in (
@@ -236,6 +215,9 @@ def coordinator(
 ) -> None:
     """Run a coordinator: the HTTP API, the built-in broker, and (while it leads) the
     scheduler and lease monitor. Several coordinators on one store elect a leader."""
+    from niyanta.coordinator.server import run_coordinator
+    from niyanta.observability.logging import configure_logging
+
     settings = coordinator_settings(
         store=store,
         broker=broker,
@@ -250,56 +232,6 @@ def coordinator(
     run_coordinator(settings)
 
 
-class _DevServer(uvicorn.Server):
-    """uvicorn serving ``niyanta dev``: SIGINT/SIGTERM first drain the in-process workers (their
-    replicas checkpoint and are handed back while the coordinator still runs), then stop the
-    server; a second signal stops at once."""
-
-    def __init__(self, config: uvicorn.Config, workers: list[Worker]) -> None:
-        super().__init__(config)
-        self.workers = workers
-        self._stopping: list[asyncio.Task[None]] = []
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._stopping:
-            self.should_exit = True
-            self.force_exit = True
-            return
-        loop = asyncio.get_event_loop()
-        self._stopping.append(loop.create_task(self._drain_then_exit()))
-
-    async def _drain_then_exit(self) -> None:
-        await asyncio.gather(*(worker.drain() for worker in self.workers), return_exceptions=True)
-        self.should_exit = True
-
-
-async def _run_dev(settings: CoordinatorSettings, worker_count: int, slots: int) -> None:
-    hub = MemoryHub()
-    workers = [
-        Worker(
-            WorkerSettings(worker_id=f"dev-worker-{number}", slots=slots),
-            hub.worker_link(f"dev-worker-{number}"),
-        )
-        for number in range(1, worker_count + 1)
-    ]
-    config = uvicorn.Config(
-        build_app(settings, hub=hub),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        lifespan="on",
-        access_log=False,
-    )
-    server = _DevServer(config, workers)
-    serving = asyncio.create_task(server.serve())
-    # Links retry until the coordinator endpoint has started in the app's lifespan.
-    running = [asyncio.create_task(worker.run()) for worker in workers]
-    await serving
-    for worker in workers:
-        await worker.close()
-    await asyncio.gather(*running, return_exceptions=True)
-
-
 def dev(
     workers: Annotated[int, typer.Option("--workers", min=0, help="in-process workers")] = 2,
     import_modules: Annotated[
@@ -312,10 +244,13 @@ def dev(
 ) -> None:
     """All in one process: a coordinator and N workers on SQLite and the in-memory broker,
     serving the HTTP API (for trying Niyanta out and for tests)."""
+    from niyanta.cli.runners import run_dev
+    from niyanta.observability.logging import configure_logging
+
     if not store.startswith("sqlite:///"):
         raise typer.BadParameter("niyanta dev runs on SQLite: sqlite:///PATH", param_hint="--store")
     settings = coordinator_settings(store=store, broker="memory", listen=listen)
     import_workload_modules(import_modules)
     configure_logging()
     typer.echo(f"niyanta dev: API on {settings.url}, {workers} worker(s), store {store}", err=True)
-    asyncio.run(_run_dev(settings, workers, slots))
+    asyncio.run(run_dev(settings, workers, slots))

@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from niyanta.store.factory import store_for_url
-
 app = typer.Typer(help="The state store (SQLite or PostgreSQL).", no_args_is_help=True)
 
 DEFAULT_STORE_URL = "sqlite:///./niyanta.db"
@@ -23,6 +21,8 @@ StoreOption = Annotated[
 
 
 async def _migrate(url: str) -> int:
+    from niyanta.store.factory import store_for_url  # the drivers load only for this command
+
     store = store_for_url(url)
     await store.open()
     try:
