@@ -400,6 +400,13 @@ class NiyantaClient:
             )
         )
 
+    def iter_events(self, workload_id: str) -> Iterator[JSONObject]:
+        """Its whole event log, oldest first, page by page."""
+        after = 0
+        while page := self.workload_events(workload_id, after=after):
+            yield from page
+            after = int(page[-1]["id"])
+
     def latest_checkpoint(self, workload_id: str, replica: int = 0) -> JSONObject:
         result: JSONObject = self._call(
             "GET", f"/v1/workloads/{_seg(workload_id)}/checkpoint", params={"replica": replica}

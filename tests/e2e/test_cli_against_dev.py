@@ -270,3 +270,18 @@ def test_the_client_covers_the_rest_of_the_api(dev_url: str) -> None:
         assert len(client.list_autoscale_policies()) == 1
         client.delete_autoscale_policy("cust-api", "runtime-counter")
         assert client.list_autoscale_policies() == []
+
+
+def test_list_limits_and_pages(dev_url: str) -> None:
+    niyanta(dev_url, "customers", "create", "cust-page", "--tier", "bronze")
+    ids = [
+        submit(dev_url, "cust-page", "--params", '{"steps": 1, "step_s": 0.01}') for _ in range(3)
+    ]
+    newest_first = ids[::-1]
+    limited = niyanta(dev_url, "list", "--customer", "cust-page", "--limit", "2", "-o", "json")
+    assert [w["id"] for w in as_json(limited)] == newest_first[:2]
+    assert "(more" in niyanta(dev_url, "list", "--customer", "cust-page", "--limit", "2").stderr
+    assert "(more" not in niyanta(dev_url, "list", "--customer", "cust-page", "--limit", "3").stderr
+    with NiyantaClient(dev_url) as client:
+        paged = [w["id"] for w in client.iter_workloads(customer="cust-page", page_size=1)]
+    assert paged == newest_first

@@ -308,7 +308,7 @@ def problems(run: DemoRun, workloads: dict[str, JSONObject]) -> list[str]:
 
 def report(client: NiyantaClient, run: DemoRun) -> list[str]:
     workloads = fetch(client, run)
-    events = {workload_id: client.workload_events(workload_id) for workload_id in run.planned}
+    events = {workload_id: list(client.iter_events(workload_id)) for workload_id in run.planned}
     summaries = summarize(workloads.values(), events, CUSTOMERS)
     console.print()
     console.print(summary_table(summaries))

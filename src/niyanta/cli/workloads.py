@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from niyanta.states import TERMINAL
 
 TERMINAL_STATES = frozenset(state.value for state in TERMINAL)
 WATCH_INTERVAL_S = 0.5
+LIST_PAGE_SIZE = 500
 
 
 def _selector_option(value: str | None, option: str) -> tuple[LabelSelector, ...] | None:
@@ -224,11 +226,17 @@ def list_workloads(
 ) -> None:
     """List workloads, newest first."""
     with open_client(ctx) as client:
-        page = client.list_workloads(
-            customer=customer, state=state, type_name=type_name, limit=limit
+        # One more than asked tells whether there are more; pages follow the cursor.
+        matching = client.iter_workloads(
+            customer=customer,
+            state=state,
+            type_name=type_name,
+            page_size=min(limit + 1, LIST_PAGE_SIZE),
         )
+        items = list(itertools.islice(matching, limit + 1))
+    more, items = len(items) > limit, items[:limit]
     if output is OutputFormat.JSON:
-        print_json(page.items)
+        print_json(items)
         return
     console.print(
         table_of(
@@ -244,11 +252,11 @@ def list_workloads(
                     text(workload.get("replica_count")),
                     format_age(workload.get("created_at")),
                 )
-                for workload in page.items
+                for workload in items
             ),
         )
     )
-    if page.next_cursor:
+    if more:
         typer.echo(f"(more: raise --limit above {limit})", err=True)
 
 
@@ -285,7 +293,7 @@ def events(
 ) -> None:
     """Show a workload's event log, oldest first."""
     with open_client(ctx) as client:
-        items = client.workload_events(workload_id)
+        items = list(client.iter_events(workload_id))
     if output is OutputFormat.JSON:
         print_json(items)
         return
