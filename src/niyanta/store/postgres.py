@@ -66,7 +66,7 @@ def rowset(columns: Sequence[tuple[str, str]], param: int = 1) -> str:
     of the whole batch and PostgreSQL's JSON parser are several times faster for batches of
     hundreds of rows (floats round-trip exactly: ``repr`` out, ``float8`` in)."""
     fields = ", ".join(f"(e->>{i})::{kind} AS {name}" for i, (name, kind) in enumerate(columns))
-    return f"(SELECT {fields} FROM jsonb_array_elements(${param}::jsonb) AS e)"
+    return f"(SELECT {fields} FROM niyanta_rows(${param}::jsonb) AS e)"
 
 
 _HISTORY_COLUMNS = [
@@ -204,9 +204,10 @@ class PostgresStore(SqlStore):
         raise AssertionError("unreachable")
 
     def _any(self, column: str, param: int) -> str:
-        # A hashed semi-join: asyncpg prepares each statement once per connection, and the
-        # generic plan of ``= ANY($1)`` compares every row with every element instead.
-        return f"{column} IN (SELECT jsonb_array_elements_text(${param}::jsonb))"
+        # The ids go through an index probe whatever the plan: asyncpg prepares a statement
+        # once per connection, and the generic plan of a bare ``= ANY($1)`` (or of a join on
+        # the unwrapped JSON array) scans the table. See migration 0002.
+        return f"{column} = ANY(ARRAY(SELECT niyanta_texts(${param}::jsonb)))"
 
     def _list(self, values: Sequence[object]) -> object:
         return json.dumps(list(values))
