@@ -47,7 +47,7 @@ CREATE TABLE workloads (
     state           TEXT NOT NULL,
     created_at      DOUBLE PRECISION NOT NULL,
     updated_at      DOUBLE PRECISION NOT NULL
-) WITH (fillfactor = 80);
+) WITH (fillfactor = 50);
 -- Idempotent submit: concurrent duplicates race on this index and exactly one insert wins.
 CREATE UNIQUE INDEX workloads_idempotency ON workloads (customer_id, idempotency_key);
 CREATE INDEX workloads_customer ON workloads (customer_id, seq);
