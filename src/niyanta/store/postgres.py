@@ -59,19 +59,14 @@ _REPLICA_TYPES = {
 }
 
 
-MANY = 50
-"""From this many rows on, a batch is planned as large (see migration 0002)."""
-
-
-def rowset(columns: Sequence[tuple[str, str]], param: int, count: int) -> str:
-    """A relation over the ``count`` rows bound at ``$param`` as one JSON array of arrays.
+def rowset(columns: Sequence[tuple[str, str]], param: int) -> str:
+    """A relation over the rows bound at ``$param`` as one JSON array of arrays.
 
     Why JSON: asyncpg encodes a Python list per column element by element; one ``json.dumps``
     of the whole batch and PostgreSQL's JSON parser are several times faster for batches of
     hundreds of rows (floats round-trip exactly: ``repr`` out, ``float8`` in)."""
     fields = ", ".join(f"(e->>{i})::{kind} AS {name}" for i, (name, kind) in enumerate(columns))
-    source = "niyanta_many_rows" if count >= MANY else "niyanta_rows"
-    return f"(SELECT {fields} FROM {source}(${param}::jsonb) AS e)"
+    return f"(SELECT {fields} FROM niyanta_rows(${param}::jsonb) AS e)"
 
 
 _HISTORY_COLUMNS = [
@@ -88,20 +83,19 @@ _HISTORY_COLUMNS = [
 ]
 
 
-def _ctes(what: Many, param: int, count: int) -> list[str]:
-    """``ROW_SQL[what]`` over a batch of ``count`` rows bound at ``$param``, as clauses of one
-    ``WITH``."""
+def _ctes(what: Many, param: int) -> list[str]:
+    """``ROW_SQL[what]`` over a whole batch bound at ``$param``, as clauses of one ``WITH``."""
     match what:
         case Many.REPLICAS:
             sets = ", ".join(f"{c} = u.{c}" for c in REPLICA_COLUMNS[2:])
-            rows = rowset([(c, _REPLICA_TYPES[c]) for c in REPLICA_COLUMNS], param, count)
+            rows = rowset([(c, _REPLICA_TYPES[c]) for c in REPLICA_COLUMNS], param)
             return [
                 f"replicas_written AS (UPDATE replicas AS r SET {sets} FROM {rows} AS u"
                 " WHERE r.workload_id = u.workload_id AND r.idx = u.idx)"
             ]
         case Many.HISTORY:
             return [
-                f"history AS {rowset(_HISTORY_COLUMNS, param, count)}",
+                f"history AS {rowset(_HISTORY_COLUMNS, param)}",
                 "transitions_written AS (INSERT INTO transitions (workload_id, idx, from_state,"
                 " to_state, fence, at, actor, reason) SELECT workload_id, idx, from_state,"
                 " to_state, fence, at, actor, reason FROM history)",
@@ -121,21 +115,20 @@ def _ctes(what: Many, param: int, count: int) -> list[str]:
                 " fence = excluded.fence, data = excluded.data, created_at = excluded.created_at)"
             ]
         case Many.WORKLOAD_STATES:
-            rows = rowset([("id", "text"), ("state", "text"), ("at", "float8")], param, count)
+            rows = rowset([("id", "text"), ("state", "text"), ("at", "float8")], param)
             return [
                 "workloads_written AS (UPDATE workloads AS w SET state = u.state,"
                 f" updated_at = u.at FROM {rows} AS u WHERE w.id = u.id AND w.state <> u.state)"
             ]
 
 
-def _renew_sql(count: int) -> str:
-    keys = rowset([("workload_id", "text"), ("idx", "int"), ("fence", "bigint")], 3, count)
-    return (
-        f"UPDATE replicas AS r SET lease_expires_at = $1 FROM {keys} AS u"
-        " WHERE r.workload_id = u.workload_id AND r.idx = u.idx AND r.fence = u.fence"
-        " AND r.worker_id = $2 AND r.state IN ('scheduled', 'running')"
-        " RETURNING r.workload_id, r.idx"
-    )
+_RENEW = (
+    "UPDATE replicas AS r SET lease_expires_at = $1"
+    f" FROM {rowset([('workload_id', 'text'), ('idx', 'int'), ('fence', 'bigint')], 3)} AS u"
+    " WHERE r.workload_id = u.workload_id AND r.idx = u.idx AND r.fence = u.fence"
+    " AND r.worker_id = $2 AND r.state IN ('scheduled', 'running')"
+    " RETURNING r.workload_id, r.idx"
+)
 
 
 async def _keep_session(connection: object) -> None:
@@ -210,12 +203,11 @@ class PostgresStore(SqlStore):
                 raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
         raise AssertionError("unreachable")
 
-    def _any(self, column: str, param: int, count: int) -> str:
+    def _any(self, column: str, param: int) -> str:
         # The ids go through an index probe whatever the plan: asyncpg prepares a statement
         # once per connection, and the generic plan of a bare ``= ANY($1)`` (or of a join on
         # the unwrapped JSON array) scans the table. See migration 0002.
-        source = "niyanta_many_texts" if count >= MANY else "niyanta_texts"
-        return f"{column} = ANY(ARRAY(SELECT {source}(${param}::jsonb)))"
+        return f"{column} = ANY(ARRAY(SELECT niyanta_texts(${param}::jsonb)))"
 
     def _list(self, values: Sequence[object]) -> object:
         return json.dumps(list(values))
@@ -228,7 +220,7 @@ class PostgresStore(SqlStore):
         clauses: list[str] = []
         args: list[object] = []
         for what, rows in parts.items():
-            clauses += _ctes(what, len(args) + 1, len(rows))
+            clauses += _ctes(what, len(args) + 1)
             if what is Many.CHECKPOINTS:
                 args += [list(column) for column in zip(*rows, strict=True)]
             else:
@@ -240,7 +232,7 @@ class PostgresStore(SqlStore):
     ) -> set[ReplicaKey]:
         ordered = sorted(renewals, key=lambda r: r.key)
         rows = await tx.fetch(
-            _renew_sql(len(ordered)),
+            _RENEW,
             expires_at,
             worker_id,
             json.dumps([(r.key.workload_id, r.key.index, r.fence) for r in ordered]),

@@ -196,9 +196,8 @@ class SqlStore(ABC):
         """Run ``body`` in one transaction (committed when it returns, rolled back if it raises)."""
 
     @abstractmethod
-    def _any(self, column: str, param: int, count: int) -> str:
-        """SQL true when ``column`` is in the list of ``count`` values bound at ``$param``
-        (see ``_list``)."""
+    def _any(self, column: str, param: int) -> str:
+        """SQL true when ``column`` is in the list bound at ``$param`` (see ``_list``)."""
 
     @abstractmethod
     def _list(self, values: Sequence[object]) -> object:
@@ -233,7 +232,7 @@ class SqlStore(ABC):
         if not ids:
             return ReplicaBatch(())
         rows = await tx.fetch(
-            f"SELECT * FROM replicas WHERE {self._any('workload_id', 1, len(ids))}"
+            f"SELECT * FROM replicas WHERE {self._any('workload_id', 1)}"
             f" ORDER BY workload_id, idx{self.for_update}",
             self._list(ids),
         )

@@ -120,7 +120,7 @@ class SqliteStore(SqlStore):
             await conn.execute("COMMIT")
             return result
 
-    def _any(self, column: str, param: int, count: int) -> str:
+    def _any(self, column: str, param: int) -> str:
         return f"{column} IN (SELECT value FROM json_each(${param}))"
 
     def _list(self, values: Sequence[object]) -> object:
