@@ -103,8 +103,8 @@ CREATE TABLE events (
     reason         TEXT NOT NULL,
     data           TEXT NOT NULL
 );
+-- Every transition adds an event: one index besides the key, for a workload's event log.
 CREATE INDEX events_workload ON events (workload_id, id);
-CREATE INDEX events_customer ON events (customer_id, id);
 
 -- Read only per workload (by transitions_workload): no primary key index to maintain on the
 -- hottest insert path.
