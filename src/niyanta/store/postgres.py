@@ -140,6 +140,13 @@ async def _keep_session(connection: object) -> None:
 class PostgresStore(SqlStore):
     dialect = "postgres"
     for_update = " FOR UPDATE"
+    # Driven from the id list (estimated at a few rows, migration 0002), so that every plan,
+    # generic ones included, probes the primary key rather than scanning the table.
+    lock_replicas_sql = (
+        "SELECT r.* FROM niyanta_texts($1::jsonb) AS ids(id)"
+        " JOIN replicas AS r ON r.workload_id = ids.id"
+        " ORDER BY r.workload_id, r.idx FOR UPDATE OF r"
+    )
 
     def __init__(
         self,
@@ -202,15 +209,6 @@ class PostgresStore(SqlStore):
             except _UNAVAILABLE as exc:
                 raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
         raise AssertionError("unreachable")
-
-    def _any(self, column: str, param: int) -> str:
-        # The ids go through an index probe whatever the plan: asyncpg prepares a statement
-        # once per connection, and the generic plan of a bare ``= ANY($1)`` (or of a join on
-        # the unwrapped JSON array) scans the table. See migration 0002.
-        return f"{column} = ANY(ARRAY(SELECT niyanta_texts(${param}::jsonb)))"
-
-    def _list(self, values: Sequence[object]) -> object:
-        return json.dumps(list(values))
 
     def _json_field_equals(self, column: str, key_param: int, value_param: int) -> str:
         return f"({column}::jsonb ->> ${key_param}) = ${value_param}"

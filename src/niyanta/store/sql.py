@@ -195,13 +195,9 @@ class SqlStore(ABC):
     async def _run(self, body: Callable[[Tx], Awaitable[T]]) -> T:
         """Run ``body`` in one transaction (committed when it returns, rolled back if it raises)."""
 
-    @abstractmethod
-    def _any(self, column: str, param: int) -> str:
-        """SQL true when ``column`` is in the list bound at ``$param`` (see ``_list``)."""
-
-    @abstractmethod
-    def _list(self, values: Sequence[object]) -> object:
-        """A list as one bound parameter."""
+    lock_replicas_sql: str
+    """Every replica of the workloads whose ids are bound at ``$1`` as a JSON array, ordered by
+    (workload, index) and, where the dialect has row locks, locked in that order."""
 
     @abstractmethod
     def _json_field_equals(self, column: str, key_param: int, value_param: int) -> str:
@@ -231,11 +227,7 @@ class SqlStore(ABC):
         ids = sorted(set(workload_ids))
         if not ids:
             return ReplicaBatch(())
-        rows = await tx.fetch(
-            f"SELECT * FROM replicas WHERE {self._any('workload_id', 1)}"
-            f" ORDER BY workload_id, idx{self.for_update}",
-            self._list(ids),
-        )
+        rows = await tx.fetch(self.lock_replicas_sql, json.dumps(ids))
         return ReplicaBatch(replica_from_row(r) for r in rows)
 
     async def _load_where(self, tx: Tx, condition: str, *args: object) -> ReplicaBatch:

@@ -59,6 +59,10 @@ class SqliteTx:
 class SqliteStore(SqlStore):
     dialect = "sqlite"
     parallel_writes = 1
+    lock_replicas_sql = (
+        "SELECT * FROM replicas WHERE workload_id IN (SELECT value FROM json_each($1))"
+        " ORDER BY workload_id, idx"
+    )
 
     def __init__(
         self,
@@ -119,12 +123,6 @@ class SqliteStore(SqlStore):
                 raise
             await conn.execute("COMMIT")
             return result
-
-    def _any(self, column: str, param: int) -> str:
-        return f"{column} IN (SELECT value FROM json_each(${param}))"
-
-    def _list(self, values: Sequence[object]) -> object:
-        return json.dumps(list(values))
 
     def _json_field_equals(self, column: str, key_param: int, value_param: int) -> str:
         return f"json_extract({column}, '$.\"' || ${key_param} || '\"') = ${value_param}"
