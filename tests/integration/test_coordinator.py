@@ -176,6 +176,11 @@ async def test_submit_start_checkpoint_result_succeeds_and_refuses_a_stale_fence
     checkpoint = (await running.client.get(f"/v1/workloads/{workload_id}/checkpoint")).json()
     assert (checkpoint["seq"], checkpoint["fence"], checkpoint["data"]) == (1, 1, {"row": 5})
 
+    metrics = (await running.client.get("/metrics")).text
+    assert 'niyanta_replicas_succeeded_total{customer="acme",type="job"} 1.0' in metrics
+    assert 'niyanta_checkpoint_writes_total{customer="acme",type="job"} 1.0' in metrics
+    assert 'niyanta_fenced_writes_total{kind="checkpoint"} 1.0' in metrics
+
     late = await worker.write(_result(start, 1, outcome="succeeded", result={"rows": 0}))
     assert isinstance(late, Refusal)  # a second completion of the same replica is refused
     await worker.link.close()

@@ -53,8 +53,11 @@ class Catalog:
         self.remember(workload)
         return workload
 
+    def cached(self, workload_id: str) -> Workload | None:
+        """The workload if it is cached (for log lines and metrics; never reads the store)."""
+        return self._workloads.get(workload_id)
+
     def customer_of(self, workload_id: str) -> str | None:
-        """The workload's customer if it is cached (for log lines; never reads the store)."""
         cached = self._workloads.get(workload_id)
         return cached.customer_id if cached is not None else None
 

@@ -332,6 +332,9 @@ class MessageHandlers:
             raise  # no answer: the worker repeats the request until the store is back
         except NiyantaError as exc:
             return self._refused(worker_id, key, message.fence, exc, "checkpoint")
+        labels = self._labels(key.workload_id)
+        self._metrics.checkpoint_writes.labels(**labels).inc()
+        self._metrics.checkpoint_bytes.labels(**labels).inc(len(message.data))
         log.debug(
             "checkpoint.saved", seq=message.seq, **self._fields(key, worker_id, message.fence)
         )
@@ -378,7 +381,31 @@ class MessageHandlers:
             key, fence, error, retry_at(wtype.retry, replica.attempt, self._clock.now())
         )
 
+    def _labels(self, workload_id: str) -> dict[str, str]:
+        """Metric labels of a workload (customer and type), from the cache."""
+        workload = self._catalog.cached(workload_id)
+        if workload is None:
+            return {"customer": "unknown", "type": "unknown"}
+        customer = self._metrics.customer_label(workload.customer_id)
+        return {"customer": customer, "type": workload.type_name}
+
+    def _count(self, message: Result, replica: Replica) -> None:
+        labels = self._labels(replica.workload_id)
+        m = self._metrics
+        if replica.started_at is not None and replica.state is not ReplicaState.PENDING:
+            m.run_time.labels(**labels).observe(max(0.0, self._clock.now() - replica.started_at))
+        if replica.state is ReplicaState.SUCCEEDED:
+            m.succeeded.labels(**labels).inc()
+        elif replica.state in (ReplicaState.RETRYING, ReplicaState.FAILED):
+            error_class = _error_class(message.error_class).value
+            m.failed.labels(**labels, error_class=error_class).inc()
+            if replica.state is ReplicaState.RETRYING:
+                m.retried.labels(**labels).inc()
+        elif replica.state is ReplicaState.PENDING:
+            m.reassignments.labels(reason=message.outcome).inc()
+
     def _report(self, worker_id: str, message: Result, replica: Replica) -> None:
+        self._count(message, replica)
         fields = self._fields(replica.key, worker_id, message.fence)
         if replica.state is ReplicaState.RETRYING:
             log.info(

@@ -158,6 +158,9 @@ class CoordinatorService:
         before = await self._store.list_replicas(workload_id)
         workload = await self._store.cancel_workload(workload_id, API_ACTOR, "cancelled by API")
         await self._stop_active(before, StopReason.CANCEL, workload.customer_id)
+        metrics = self._rt.metrics
+        customer = metrics.customer_label(workload.customer_id)
+        metrics.cancelled.labels(customer=customer, type=workload.type_name).inc()
         log.info("workload.cancelled", customer=workload.customer_id, workload=workload_id)
         self._rt.wake_scheduler()
         return await self.get_workload(workload_id)
