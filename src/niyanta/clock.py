@@ -1,4 +1,4 @@
-"""Time as a dependency: production code reads a Clock, tests advance a FakeClock and never sleep."""
+"""Time as a dependency: production code reads a Clock; tests advance a FakeClock, never sleep."""
 
 from __future__ import annotations
 

@@ -293,7 +293,7 @@ class Checkpoint:
 class Event:
     id: int
     kind: str
-    """e.g. ``workload.submitted``, ``replica.assigned``, ``replica.fenced_out``, ``alert.raised``."""
+    """e.g. ``workload.submitted``, ``replica.assigned``, ``replica.fenced_out``."""
     at: float
     actor: str
     workload_id: str | None = None
