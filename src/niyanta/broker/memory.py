@@ -17,11 +17,10 @@ import time
 from niyanta.broker.backoff import Backoff
 from niyanta.broker.base import (
     ConnectHandler,
-    CoordinatorHandler,
-    DisconnectHandler,
     WorkerHandler,
 )
 from niyanta.broker.channel import Channel, Handler, encode_checked
+from niyanta.broker.endpoint_handlers import EndpointHandlers
 from niyanta.broker.messages import DEFAULT_MAX_MESSAGE_BYTES, AnyMessage, Hello, Refusal
 from niyanta.errors import BrokerError
 
@@ -44,7 +43,7 @@ class _Connection:
             name=f"worker {worker_id}",
             local_sender=endpoint.coordinator_id,
             transmit=self._to_worker,
-            handler=lambda: endpoint.handler_for(self),
+            handler=lambda: endpoint.admitting_handler_for(self),
             max_bytes=endpoint.max_message_bytes,
         )
         self.worker_side = Channel(
@@ -72,24 +71,18 @@ class _Connection:
         self.lost.set()
 
 
-class MemoryEndpoint:
+class MemoryEndpoint(EndpointHandlers):
     def __init__(self, coordinator_id: str, max_message_bytes: int, token: str | None) -> None:
+        super().__init__()
         self.coordinator_id = coordinator_id
         self.max_message_bytes = max_message_bytes
         self.token = token
-        self._handler: CoordinatorHandler | None = None
-        self._disconnect_handler: DisconnectHandler | None = None
         self._connections: dict[str, _Connection] = {}
         self._started = False
 
-    def on_message(self, handler: CoordinatorHandler) -> None:
-        self._handler = handler
-
-    def on_disconnect(self, handler: DisconnectHandler) -> None:
-        self._disconnect_handler = handler
-
-    def handler_for(self, connection: _Connection) -> Handler | None:
-        handler = self._handler
+    def admitting_handler_for(self, connection: _Connection) -> Handler | None:
+        """The worker's handler, admitting the connection on its first (Hello) message."""
+        handler = self.handler_for(connection.worker_id)
         if handler is None:
             return None
 
@@ -98,7 +91,7 @@ class MemoryEndpoint:
                 refusal = self._admit(connection, message)
                 if refusal is not None:
                     return refusal
-            return await handler(connection.worker_id, message)
+            return await handler(message)
 
         return handle
 
@@ -148,11 +141,7 @@ class MemoryEndpoint:
         if self._connections.get(connection.worker_id) is not connection:
             return
         del self._connections[connection.worker_id]
-        if self._disconnect_handler is not None:
-            try:
-                await self._disconnect_handler(connection.worker_id)
-            except Exception:
-                log.exception("broker: on_disconnect failed for %s", connection.worker_id)
+        await self.report_disconnect(connection.worker_id)
 
     def connection(self, worker_id: str) -> _Connection | None:
         return self._connections.get(worker_id)

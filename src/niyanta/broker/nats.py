@@ -38,12 +38,11 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from niyanta.broker.base import (
     ConnectHandler,
-    CoordinatorHandler,
-    DisconnectHandler,
     WorkerHandler,
 )
-from niyanta.broker.channel import Channel, Handler, Transmit, encode_checked, refusal_for
+from niyanta.broker.channel import Channel, Transmit, encode_checked, refusal_for
 from niyanta.broker.dedup import PENDING, SeenIds
+from niyanta.broker.endpoint_handlers import EndpointHandlers
 from niyanta.broker.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
     AnyMessage,
@@ -171,7 +170,7 @@ def _responder(client: Client, msg: Msg, fallback: Transmit) -> Transmit:
     return respond
 
 
-class NatsEndpoint:
+class NatsEndpoint(EndpointHandlers):
     def __init__(
         self,
         url: str = "nats://127.0.0.1:4222",
@@ -183,6 +182,7 @@ class NatsEndpoint:
         liveness_window: float = LIVENESS_WINDOW_S,
         retry_interval: float = RETRY_INTERVAL_S,
     ) -> None:
+        super().__init__()
         self.url = url
         self.subjects = Subjects(cluster)
         self.coordinator_id = coordinator_id
@@ -190,30 +190,12 @@ class NatsEndpoint:
         self.max_message_bytes = max_message_bytes
         self.liveness_window = liveness_window
         self.retry_interval = retry_interval
-        self._handler: CoordinatorHandler | None = None
-        self._disconnect_handler: DisconnectHandler | None = None
         self._client: Client | None = None
         self._last_seen: dict[str, float] = {}
         self._channels: dict[str, Channel] = {}
         self._authorized: set[str] = set()
         self._seen = SeenIds()
         self._monitor: asyncio.Task[None] | None = None
-
-    def on_message(self, handler: CoordinatorHandler) -> None:
-        self._handler = handler
-
-    def on_disconnect(self, handler: DisconnectHandler) -> None:
-        self._disconnect_handler = handler
-
-    def _handler_for(self, worker_id: str) -> Handler | None:
-        handler = self._handler
-        if handler is None:
-            return None
-
-        async def handle(message: AnyMessage) -> AnyMessage | None:
-            return await handler(worker_id, message)
-
-        return handle
 
     @property
     def client(self) -> Client:
@@ -260,7 +242,7 @@ class NatsEndpoint:
                 name=f"worker {worker_id}",
                 local_sender=self.coordinator_id,
                 transmit=transmit,
-                handler=lambda: self._handler_for(worker_id),
+                handler=lambda: self.handler_for(worker_id),
                 max_bytes=self.max_message_bytes,
             )
             channel.start()
@@ -358,11 +340,7 @@ class NatsEndpoint:
         channel = self._channels.pop(worker_id, None)
         if channel is not None:
             channel.finish()
-        if self._disconnect_handler is not None:
-            try:
-                await self._disconnect_handler(worker_id)
-            except Exception:
-                log.exception("broker: on_disconnect failed for %s", worker_id)
+        await self.report_disconnect(worker_id)
 
     def _live(self, worker_id: str) -> Channel:
         if worker_id not in self._last_seen:

@@ -28,11 +28,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from niyanta.broker.backoff import Backoff
 from niyanta.broker.base import (
     ConnectHandler,
-    CoordinatorHandler,
-    DisconnectHandler,
     WorkerHandler,
 )
-from niyanta.broker.channel import Channel, Handler, Transmit, encode_checked
+from niyanta.broker.channel import Channel, Transmit, encode_checked
+from niyanta.broker.endpoint_handlers import EndpointHandlers
 from niyanta.broker.messages import DEFAULT_MAX_MESSAGE_BYTES, AnyMessage, Hello, Refusal, encode
 from niyanta.errors import BrokerError, MessageRefused
 
@@ -101,7 +100,7 @@ class _ServerConnection:
                 log.debug("broker: closing %s: already gone", self.worker_id)
 
 
-class WebSocketEndpoint:
+class WebSocketEndpoint(EndpointHandlers):
     """The coordinator's side: mount ``route()`` (or ``handle``) in the coordinator's app."""
 
     def __init__(
@@ -110,29 +109,12 @@ class WebSocketEndpoint:
         token: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
+        super().__init__()
         self.coordinator_id = coordinator_id
         self.token = token
         self.max_message_bytes = max_message_bytes
-        self._handler: CoordinatorHandler | None = None
-        self._disconnect_handler: DisconnectHandler | None = None
         self._connections: dict[str, _ServerConnection] = {}
         self._started = False
-
-    def on_message(self, handler: CoordinatorHandler) -> None:
-        self._handler = handler
-
-    def on_disconnect(self, handler: DisconnectHandler) -> None:
-        self._disconnect_handler = handler
-
-    def handler_for(self, worker_id: str) -> Handler | None:
-        handler = self._handler
-        if handler is None:
-            return None
-
-        async def handle(message: AnyMessage) -> AnyMessage | None:
-            return await handler(worker_id, message)
-
-        return handle
 
     def route(self, path: str = BROKER_PATH) -> WebSocketRoute:
         return WebSocketRoute(path, self.handle)
@@ -217,11 +199,8 @@ class WebSocketEndpoint:
         if self._connections.get(connection.worker_id) is not connection:
             return
         del self._connections[connection.worker_id]
-        if self._disconnect_handler is not None and self._started:
-            try:
-                await self._disconnect_handler(connection.worker_id)
-            except Exception:
-                log.exception("broker: on_disconnect failed for %s", connection.worker_id)
+        if self._started:
+            await self.report_disconnect(connection.worker_id)
 
     def _live(self, worker_id: str) -> _ServerConnection:
         connection = self._connections.get(worker_id)
