@@ -101,25 +101,7 @@ class WorkloadTypeOut(WorkloadTypeIn):
 
     @classmethod
     def of(cls, t: WorkloadType) -> WorkloadTypeOut:
-        return cls(
-            name=t.name,
-            version=t.version,
-            entrypoint=t.entrypoint,
-            resources=ResourcesBody(cpu=t.resources.cpu, memory_mb=t.resources.memory_mb),
-            retry=RetryBody(
-                max_attempts=t.retry.max_attempts,
-                initial_backoff_s=t.retry.initial_backoff_s,
-                max_backoff_s=t.retry.max_backoff_s,
-                multiplier=t.retry.multiplier,
-                jitter=t.retry.jitter,
-            ),
-            checkpoint=CheckpointPolicyBody(
-                interval_s=t.checkpoint.interval_s, stall_intervals=t.checkpoint.stall_intervals
-            ),
-            timeout_s=t.timeout_s,
-            isolation=t.isolation,
-            created_at=t.created_at,
-        )
+        return cls.model_validate(t, from_attributes=True)
 
 
 class WorkloadTypeList(BaseModel):
@@ -160,19 +142,7 @@ class TierOut(TierIn):
 
     @classmethod
     def of(cls, t: Tier) -> TierOut:
-        return cls(
-            name=t.name,
-            priority=t.priority,
-            weight=t.weight,
-            guaranteed_slots=t.guaranteed_slots,
-            concurrency_cap=t.concurrency_cap,
-            may_preempt=t.may_preempt,
-            slo=SloBody(
-                queue_wait_p95_s=t.slo.queue_wait_p95_s,
-                run_time_p95_s=t.slo.run_time_p95_s,
-                error_rate=t.slo.error_rate,
-            ),
-        )
+        return cls.model_validate(t, from_attributes=True)
 
 
 class TierList(BaseModel):
@@ -217,15 +187,7 @@ class CustomerOut(BaseModel):
 
     @classmethod
     def of(cls, c: Customer) -> CustomerOut:
-        return cls(
-            id=c.id,
-            tier=c.tier,
-            name=c.name,
-            weight=c.weight,
-            concurrency_cap=c.concurrency_cap,
-            alert_thresholds=dict(c.alert_thresholds),
-            created_at=c.created_at,
-        )
+        return cls.model_validate(c, from_attributes=True)
 
 
 class CustomerList(BaseModel):
@@ -415,18 +377,7 @@ class EventOut(BaseModel):
 
     @classmethod
     def of(cls, e: Event) -> EventOut:
-        return cls(
-            id=e.id,
-            kind=e.kind,
-            at=e.at,
-            actor=e.actor,
-            workload_id=e.workload_id,
-            index=e.index,
-            customer_id=e.customer_id,
-            correlation_id=e.correlation_id,
-            reason=e.reason,
-            data=dict(e.data),
-        )
+        return cls.model_validate(e, from_attributes=True)
 
 
 class EventList(BaseModel):
@@ -481,16 +432,7 @@ class AutoscaleOut(AutoscaleIn):
 
     @classmethod
     def of(cls, p: AutoscalePolicy) -> AutoscaleOut:
-        return cls(
-            customer_id=p.customer_id,
-            type_name=p.type_name,
-            min_replicas=p.min_replicas,
-            max_replicas=p.max_replicas,
-            metric=p.metric,
-            target=p.target,
-            cooldown_s=p.cooldown_s,
-            max_step=p.max_step,
-        )
+        return cls.model_validate(p, from_attributes=True)
 
 
 class AutoscaleList(BaseModel):
@@ -507,7 +449,7 @@ class SlotsOut(BaseModel):
 
     @classmethod
     def of(cls, s: Slots) -> SlotsOut:
-        return cls(slots=s.slots, cpu=s.cpu, memory_mb=s.memory_mb)
+        return cls.model_validate(s, from_attributes=True)
 
 
 class RunningOut(BaseModel):
