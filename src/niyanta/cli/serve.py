@@ -164,6 +164,26 @@ LeaseTtlOption = Annotated[
 HeartbeatOption = Annotated[
     float | None, typer.Option(min=0.05, help="seconds between worker heartbeats")
 ]
+TiersOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tiers",
+        envvar="NIYANTA_TIERS",
+        help="TOML or JSON file of tiers, upserted at start (see docs/tiers.md)",
+    ),
+]
+
+
+def _checked_tiers_file(path: str | None) -> str | None:
+    """Fail at the command line, with the file's problem, rather than in the server's start."""
+    if path is not None:
+        from niyanta.coordinator.tier_file import load_tier_file
+
+        try:
+            load_tier_file(path)
+        except InvalidInput as error:
+            raise typer.BadParameter(error.message, param_hint="--tiers") from None
+    return path
 
 
 def coordinator_settings(
@@ -176,6 +196,7 @@ def coordinator_settings(
     heartbeat: float | None = None,
     advertise_url: str | None = None,
     cluster: str | None = None,
+    tiers_file: str | None = None,
 ) -> CoordinatorSettings:
     """Settings from the command's options; options left unset keep the settings' defaults
     (or their ``NIYANTA_COORDINATOR_*`` environment values)."""
@@ -189,6 +210,7 @@ def coordinator_settings(
         ("heartbeat_interval_s", heartbeat),
         ("advertise_url", advertise_url),
         ("cluster", cluster),
+        ("tiers_file", _checked_tiers_file(tiers_file)),
     ):
         if value is not None:
             fields[name] = value
@@ -212,6 +234,7 @@ def coordinator(
         typer.Option(help="URL others reach this coordinator at (default: http://LISTEN)"),
     ] = None,
     cluster: ClusterOption = "default",
+    tiers: TiersOption = None,
 ) -> None:
     """Run a coordinator: the HTTP API, the built-in broker, and (while it leads) the
     scheduler and lease monitor. Several coordinators on one store elect a leader."""
@@ -227,6 +250,7 @@ def coordinator(
         heartbeat=heartbeat,
         advertise_url=advertise_url,
         cluster=cluster,
+        tiers_file=tiers,
     )
     configure_logging()
     run_coordinator(settings)
@@ -241,6 +265,7 @@ def dev(
     listen: ListenOption = "127.0.0.1:8080",
     store: StoreOption = DEFAULT_STORE_URL,
     slots: Annotated[int, typer.Option(min=1, help="slots per worker")] = 4,
+    tiers: TiersOption = None,
 ) -> None:
     """All in one process: a coordinator and N workers on SQLite and the in-memory broker,
     serving the HTTP API (for trying Niyanta out and for tests)."""
@@ -249,7 +274,7 @@ def dev(
 
     if not store.startswith("sqlite:///"):
         raise typer.BadParameter("niyanta dev runs on SQLite: sqlite:///PATH", param_hint="--store")
-    settings = coordinator_settings(store=store, broker="memory", listen=listen)
+    settings = coordinator_settings(store=store, broker="memory", listen=listen, tiers_file=tiers)
     import_workload_modules(import_modules)
     configure_logging()
     typer.echo(f"niyanta dev: API on {settings.url}, {workers} worker(s), store {store}", err=True)

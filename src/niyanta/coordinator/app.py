@@ -18,6 +18,7 @@ from niyanta.coordinator.api.errors import install_error_handlers
 from niyanta.coordinator.runtime import CoordinatorRuntime
 from niyanta.coordinator.service import CoordinatorService
 from niyanta.coordinator.settings import CoordinatorSettings
+from niyanta.coordinator.tier_file import load_tier_file
 from niyanta.observability.metrics import CoordinatorMetrics
 from niyanta.store.base import Store, StoreLimits
 from niyanta.store.factory import open_store
@@ -36,6 +37,8 @@ def build_app(
     ``settings.store_url`` is opened and closed with the app. ``hub``: the in-process broker
     shared with workers when ``settings.broker == "memory"``."""
     used_clock = clock or SystemClock()
+    # Read before anything starts, so that a bad file stops the coordinator with its reason.
+    configured_tiers = load_tier_file(settings.tiers_file) if settings.tiers_file else []
     metrics = CoordinatorMetrics()
     endpoint = open_coordinator_endpoint(
         settings.broker,
@@ -51,6 +54,8 @@ def build_app(
         if opened is None:
             limits = StoreLimits(max_params_bytes=settings.max_params_bytes)
             opened = await open_store(settings.store_url, used_clock, limits)
+        for tier in configured_tiers:
+            await opened.upsert_tier(tier)
         runtime = CoordinatorRuntime(
             settings=settings, store=opened, endpoint=endpoint, clock=used_clock, metrics=metrics
         )

@@ -22,7 +22,7 @@ from niyanta.coordinator.settings import CoordinatorSettings
 from niyanta.coordinator.stopper import Stopper
 from niyanta.coordinator.worker_commands import StopReason, WorkerCommands
 from niyanta.coordinator.worker_registry import WorkerRegistry
-from niyanta.model import Replica, Workload
+from niyanta.model import Event, Replica, Workload
 from niyanta.observability.metrics import CoordinatorMetrics
 from niyanta.scheduler import schedule
 from niyanta.scheduler.types import (
@@ -38,6 +38,9 @@ from niyanta.store.base import Assignment, ReleaseReplica, Store
 log = structlog.get_logger("niyanta.coordinator")
 
 MAX_PENDING_PER_ROUND = 10_000
+SCHEDULER_ACTOR = "scheduler"
+PREEMPTING_EVENT = "replica.preempting"
+"""Recorded on a victim when the scheduler asks it to yield for a higher tier."""
 ERROR_PAUSE_S = 0.5
 
 
@@ -203,9 +206,30 @@ class SchedulingLoop:
             self.wake()
 
     async def _preempt(self, preemption: Preemption, active: list[Replica]) -> None:
+        """Record the decision in the victim's event log, then ask it to checkpoint and yield
+        (its ``replica.pending`` event with reason ``yielded (preempt)`` follows)."""
         victim = next((r for r in active if r.key == preemption.victim), None)
         if victim is None or self._commands.stops.asked(victim.key, victim.fence):
             return
+        await self._store.append_event(
+            Event(
+                id=0,
+                kind=PREEMPTING_EVENT,
+                at=self._clock.now(),
+                actor=SCHEDULER_ACTOR,
+                workload_id=victim.workload_id,
+                index=victim.index,
+                customer_id=self._catalog.customer_of(victim.workload_id),
+                correlation_id=preemption.for_replica.workload_id,
+                reason=f"yielding to {preemption.for_replica}",
+                data={
+                    "for": str(preemption.for_replica),
+                    "worker": preemption.worker_id,
+                    "fence": victim.fence,
+                    "checkpoint_seq": victim.checkpoint_seq,
+                },
+            )
+        )
         log.info(
             "replica.preempt",
             workload=victim.workload_id,

@@ -35,6 +35,8 @@ class CoordinatorSettings(BaseSettings):
     """Backstop period of the scheduling loop; rounds are otherwise triggered by events."""
     lease_check_interval_s: float = Field(default=0.25, gt=0)
     """How often the lease monitor requeues replicas whose lease expired."""
+    tiers_file: str | None = None
+    """A TOML or JSON file of tiers (``coordinator/tier_file.py``), upserted at start."""
 
     @model_validator(mode="after")
     def _lease_outlasts_heartbeats(self) -> CoordinatorSettings:

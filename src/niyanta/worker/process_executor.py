@@ -8,7 +8,8 @@ over a pipe to the parent, which carries it out through the real backend (so the
 the fence and the circuit breakers stay in the worker process) and forwards stop requests back.
 
 A child that exceeds its memory limit ends with ``MemoryError`` (or is killed by the kernel);
-either is reported as error class ``resource``.
+either is reported as error class ``resource`` ("exceeded its memory limit of N MB"), which the
+coordinator does not retry, like a permanent error.
 """
 
 from __future__ import annotations
@@ -307,7 +308,14 @@ async def _child_run(conn: Connection, spec: ChildSpec, handler: Any) -> None:
     try:
         result = await handler(ctx)
         outcome = ("result", result, ctx.failed_items)
-    except Exception as exc:  # MemoryError included: classified as the resource class
+    except MemoryError:
+        outcome = (
+            "error",
+            ErrorClass.RESOURCE.value,
+            f"exceeded its memory limit of {spec.memory_mb} MB (MemoryError)",
+            ctx.failed_items,
+        )
+    except Exception as exc:
         outcome = ("error", classify_error(exc).value, describe_error(exc), ctx.failed_items)
     loop.remove_reader(conn.fileno())
     try:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from niyanta.coordinator.service import ClusterView, WorkloadView
 from niyanta.coordinator.worker_registry import Slots, WorkerRecord
@@ -32,8 +32,11 @@ from niyanta.model import (
     Workload,
     WorkloadType,
 )
+from niyanta.slo.evaluator import MEASURES
 
 ENTRYPOINT_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
+"""Customer and tier names."""
 
 
 class Body(BaseModel):
@@ -149,13 +152,26 @@ class TierList(BaseModel):
     items: list[TierOut]
 
 
+def _known_measures(thresholds: dict[str, float]) -> dict[str, float]:
+    unknown = sorted(set(thresholds) - set(MEASURES))
+    if unknown:
+        raise ValueError(f"unknown SLO measure {', '.join(unknown)}; use {', '.join(MEASURES)}")
+    return thresholds
+
+
+AlertThresholds = Annotated[
+    dict[str, Annotated[float, Field(ge=0)]], AfterValidator(_known_measures)
+]
+"""A customer's own alert thresholds, per SLO measure; each overrides its tier's target."""
+
+
 class CustomerIn(Body):
-    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")
+    id: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
     tier: str = Field(min_length=1)
     name: str = ""
     weight: float | None = Field(default=None, gt=0)
     concurrency_cap: int | None = Field(default=None, ge=0)
-    alert_thresholds: dict[str, float] = Field(default_factory=dict)
+    alert_thresholds: AlertThresholds = Field(default_factory=dict)
 
     def to_model(self) -> Customer:
         return Customer(
@@ -173,7 +189,7 @@ class CustomerPatch(Body):
     name: str | None = None
     weight: float | None = Field(default=None, gt=0)
     concurrency_cap: int | None = Field(default=None, ge=0)
-    alert_thresholds: dict[str, float] | None = None
+    alert_thresholds: AlertThresholds | None = None
 
 
 class CustomerOut(BaseModel):
