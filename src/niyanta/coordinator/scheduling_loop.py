@@ -22,7 +22,7 @@ from niyanta.coordinator.settings import CoordinatorSettings
 from niyanta.coordinator.stopper import Stopper
 from niyanta.coordinator.worker_commands import StopReason, WorkerCommands
 from niyanta.coordinator.worker_registry import WorkerRegistry
-from niyanta.model import Event, Replica, Workload
+from niyanta.model import Event, Replica, ReplicaKey, Workload
 from niyanta.observability.metrics import CoordinatorMetrics
 from niyanta.scheduler import schedule
 from niyanta.scheduler.types import (
@@ -38,6 +38,7 @@ from niyanta.store.base import Assignment, ReleaseReplica, Store
 log = structlog.get_logger("niyanta.coordinator")
 
 MAX_PENDING_PER_ROUND = 10_000
+NO_WORKERS = "no schedulable worker"
 SCHEDULER_ACTOR = "scheduler"
 PREEMPTING_EVENT = "replica.preempting"
 """Recorded on a victim when the scheduler asks it to yield for a higher tier."""
@@ -68,6 +69,8 @@ class SchedulingLoop:
         self._metrics = metrics
         self._clock = clock
         self._wake = asyncio.Event()
+        self.pending_reasons: dict[ReplicaKey, str] = {}
+        """Why each replica the last round left pending stays there (for the API)."""
 
     def wake(self, at: float | None = None) -> None:
         """Run a round now, or at store time ``at`` (a retry's backoff ends)."""
@@ -95,9 +98,11 @@ class SchedulingLoop:
         """One placement round; the number of replicas started."""
         pending = await self._store.pending_replicas(MAX_PENDING_PER_ROUND)
         if not pending:
+            self.pending_reasons = {}
             return 0
         workers = self._registry.views(self._endpoint.connected_workers())
         if not any(w.schedulable for w in workers):
+            self.pending_reasons = dict.fromkeys((r.key for r in pending), NO_WORKERS)
             return 0
         active = await self._store.active_replicas()
         workloads = {
@@ -108,6 +113,7 @@ class SchedulingLoop:
             self._catalog.invalidate_tenancy()  # a customer created since the last refresh
             tenancy = await self._catalog.tenancy()
         decision = await self._decide(pending, active, workloads, tenancy, workers)
+        self.pending_reasons = {p.key: p.reason for p in decision.pending}
         assigned = await self._store.assign_replicas(
             [
                 Assignment(p.key, p.worker_id, self._settings.lease_ttl_s, p.fence)

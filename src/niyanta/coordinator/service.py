@@ -4,7 +4,7 @@ them (wake the scheduler, tell a worker to stop a replica, announce a new type).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -42,6 +42,8 @@ API_ACTOR = "api"
 class WorkloadView:
     workload: Workload
     replicas: list[Replica]
+    pending_reasons: dict[int, str] = field(default_factory=dict)
+    """Why each pending replica (by index) is still waiting, as the last round decided."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,12 +146,21 @@ class CoordinatorService:
 
     async def get_workload(self, workload_id: str) -> WorkloadView:
         workload = await self._store.get_workload(workload_id)
-        return WorkloadView(workload, await self._store.list_replicas(workload_id))
+        return self._view(workload, await self._store.list_replicas(workload_id))
+
+    def _view(self, workload: Workload, replicas: list[Replica]) -> WorkloadView:
+        reasons = self._rt.scheduling.pending_reasons
+        waiting = {
+            r.index: reasons[r.key]
+            for r in replicas
+            if r.state is ReplicaState.PENDING and r.key in reasons
+        }
+        return WorkloadView(workload, replicas, waiting)
 
     async def list_workloads(self, query: WorkloadFilter) -> tuple[list[WorkloadView], str | None]:
         page: Page = await self._store.list_workloads(query)
         replicas = await asyncio.gather(*(self._store.list_replicas(w.id) for w in page.items))
-        views = [WorkloadView(w, r) for w, r in zip(page.items, replicas, strict=True)]
+        views = [self._view(w, r) for w, r in zip(page.items, replicas, strict=True)]
         return views, page.next_cursor
 
     async def cancel(self, workload_id: str) -> WorkloadView:

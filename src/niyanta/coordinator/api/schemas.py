@@ -311,9 +311,11 @@ class ReplicaOut(BaseModel):
     finished_at: float | None
     result: Any
     error: ErrorInfoOut | None
+    pending_reason: str | None = None
+    """Why a pending replica is not placed yet (leader's last round); null otherwise."""
 
     @classmethod
-    def of(cls, r: Replica) -> ReplicaOut:
+    def of(cls, r: Replica, pending_reason: str | None = None) -> ReplicaOut:
         return cls(
             index=r.index,
             state=r.state.value,
@@ -332,6 +334,7 @@ class ReplicaOut(BaseModel):
             finished_at=r.finished_at,
             result=r.result,
             error=ErrorInfoOut.of(r.error) if r.error is not None else None,
+            pending_reason=pending_reason,
         )
 
 
@@ -370,7 +373,7 @@ class WorkloadOut(BaseModel):
             state=w.state.value,
             created_at=w.created_at,
             updated_at=w.updated_at,
-            replicas=[ReplicaOut.of(r) for r in view.replicas],
+            replicas=[ReplicaOut.of(r, view.pending_reasons.get(r.index)) for r in view.replicas],
         )
 
 
