@@ -1,0 +1,217 @@
+"""Tiers end to end on an in-process fleet (coordinator + real workers, SQLite, memory broker):
+tier config from a file and the API, priority under a flood, weighted fair share, caps,
+guaranteed slots and preemption with a checkpointed resume, each visible in the event log.
+
+Bounds are generous (the machine is shared); ``bench/tiers.py`` reports the real figures."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from tests.integration.coordinator_fixtures import eventually, running_coordinator
+from tests.integration.tier_fleet import (
+    TIERS_TOML,
+    Fleet,
+    fleet,
+    full_of,
+    largest_relative_error,
+    p95,
+    queue_wait,
+    sample_while,
+    shares,
+    steady_stream,
+)
+
+from niyanta.states import ReplicaState
+
+
+def _code(response: Any) -> tuple[int, str]:
+    return response.status_code, response.json()["error"]["code"]
+
+
+async def test_tiers_come_from_the_file_and_bad_tier_or_customer_input_is_a_4xx(
+    tmp_path: Path,
+) -> None:
+    tiers_file = tmp_path / "tiers.toml"
+    tiers_file.write_text(TIERS_TOML)
+    async with running_coordinator(
+        f"sqlite:///{tmp_path / 'c.db'}", tiers_file=str(tiers_file)
+    ) as running:
+        api = running.client
+        tiers = {t["name"]: t for t in (await api.get("/v1/tiers")).json()["items"]}
+        assert tiers["bronze"]["concurrency_cap"] is None  # the file lifted the default 20
+        assert (tiers["silver"]["guaranteed_slots"], tiers["silver"]["may_preempt"]) == (2, False)
+        assert tiers["platinum"]["slo"]["queue_wait_p95_s"] == 2.0
+
+        assert _code(await api.put("/v1/tiers/gold", json={"priority": 1, "weight": 0})) == (
+            422,
+            "invalid_input",
+        )
+        assert _code(await api.put("/v1/tiers/gold", json={"weight": 2})) == (422, "invalid_input")
+        assert _code(await api.put("/v1/tiers/a b", json={"priority": 1})) == (422, "invalid_input")
+        assert _code(
+            await api.put("/v1/tiers/gold", json={"priority": 1, "slo": {"error_rate": 2}})
+        ) == (422, "invalid_input")
+        assert _code(await api.post("/v1/customers", json={"id": "x", "tier": "diamond"})) == (
+            404,
+            "unknown_tier",
+        )
+        unknown_measure = {"id": "x", "tier": "gold", "alert_thresholds": {"latency": 1}}
+        assert _code(await api.post("/v1/customers", json=unknown_measure)) == (
+            422,
+            "invalid_input",
+        )
+
+        overrides = {"concurrency_cap": 3, "alert_thresholds": {"queue_wait_p95_s": 30}}
+        created = await api.post("/v1/customers", json={"id": "acme", "tier": "gold", **overrides})
+        assert (created.json()["concurrency_cap"], created.json()["alert_thresholds"]) == (
+            3,
+            {"queue_wait_p95_s": 30},
+        )
+        cleared = await api.patch("/v1/customers/acme", json={"concurrency_cap": None})
+        assert cleared.json()["concurrency_cap"] is None  # the tier's cap applies again
+
+
+async def test_platinum_is_not_held_up_by_a_bronze_flood(tmp_path: Path) -> None:
+    async with fleet(tmp_path, workers=3, slots=4) as f:
+        await f.customer("plat", "platinum")
+        await f.customer("bulk", "bronze")
+        idle = await steady_stream(f, "plat", 20, interval_s=0.05, steps=2, step_s=0.02)
+        flood = await f.submit_many("bulk", 2_000, steps=5, step_s=0.03)
+        under_flood = await steady_stream(f, "plat", 50, interval_s=0.05, steps=2, step_s=0.02)
+        # Behind the flood, platinum would wait for ~2,000 x 0.15 s / 12 slots = 25 s.
+        assert p95(under_flood) <= p95(idle) + 1.0, (p95(idle), p95(under_flood))
+        still_queued = [(await f.replica(i)).state for i in flood[-100:]]
+        assert still_queued.count(ReplicaState.PENDING) == 100  # the flood was still there
+
+
+async def test_gold_customers_share_a_full_fleet_by_their_weights(tmp_path: Path) -> None:
+    weights = {"g1": 1, "g2": 1, "g4": 2}
+    async with fleet(tmp_path, workers=2, slots=4) as f:
+        for customer, weight in weights.items():
+            await f.customer(customer, "gold", weight=weight)
+        for customer in weights:
+            await f.submit_many(customer, 40, steps=5, step_s=0.1)
+        await asyncio.sleep(1.0)  # let the fleet fill and churn
+        samples = await sample_while(f, window_s=3.0, every_s=0.05)
+        measured = shares(samples, list(weights))
+        wanted = {"g1": 0.25, "g2": 0.25, "g4": 0.5}
+        assert largest_relative_error(measured, wanted) <= 0.10, measured
+        assert all(sum(s.values()) == 8 for s in samples[-5:])  # the fleet was full throughout
+
+
+async def test_a_customer_never_runs_more_than_its_cap(tmp_path: Path) -> None:
+    async with fleet(tmp_path, workers=2, slots=4) as f:
+        await f.customer("capped", "bronze", concurrency_cap=3)
+        ids = await f.submit_many("capped", 15, steps=3, step_s=0.03)
+        most = 0
+
+        def check(counts: Any) -> None:
+            nonlocal most
+            most = max(most, counts["capped"])
+            assert counts["capped"] <= 3, counts
+
+        async def done() -> bool:
+            await sample_while(f, window_s=0.2, every_s=0.01, check=check)
+            states = [(await f.replica(i)).state for i in ids]
+            return all(s is ReplicaState.SUCCEEDED for s in states)
+
+        pending_reason = None
+
+        async def explained() -> str | None:
+            body = (await f.running.client.get(f"/v1/workloads/{ids[-1]}")).json()
+            return body["replicas"][0]["pending_reason"]  # type: ignore[no-any-return]
+
+        pending_reason = await eventually(explained, what="a pending reason")
+        assert pending_reason == "customer capped at its cap of 3"
+        await eventually(done, within=30, what="all capped workloads done")
+        assert most == 3  # the cap was reached, never passed
+
+
+def _rounds(f: Fleet) -> float:
+    """Scheduling rounds that reached a decision so far."""
+    histogram = f.running.runtime.metrics.scheduler_round
+    return next(
+        s.value for m in histogram.collect() for s in m.samples if s.name.endswith("_count")
+    )
+
+
+async def test_guaranteed_slots_are_claimed_in_the_round_their_work_arrives(
+    tmp_path: Path,
+) -> None:
+    # No timer rounds: only events (a submit, a yield) wake the scheduler. The bronze replicas
+    # take 0.5 s to wind down, so no yield lands before the round that asked for it is over.
+    async with fleet(tmp_path, workers=2, slots=2, schedule_interval_s=30) as f:
+        await f.customer("bulk", "bronze")
+        await f.customer("steady", "silver")  # guaranteed 2 slots; silver may not preempt
+        await full_of(f, "bulk", 4, steps=200, step_s=0.05, linger_s=0.5)
+        before = _rounds(f)
+        silver = await f.submit("steady", steps=2, step_s=0.02, replicas=2)
+
+        async def preempting() -> list[dict[str, Any]]:
+            found = []
+            for replica in await f.store.active_replicas():
+                events = await f.events(replica.workload_id)
+                found += [e for e in events if e["kind"] == "replica.preempting"]
+            return found if len(found) == 2 else []
+
+        requested = await eventually(preempting, within=5, what="two bronze asked to yield")
+        assert _rounds(f) - before == 1  # the round that first saw the silver work
+        assert {e["data"]["for"] for e in requested} == {f"{silver}/0", f"{silver}/1"}
+        body = (await f.running.client.get(f"/v1/workloads/{silver}")).json()
+        reasons = [r["pending_reason"] or "" for r in body["replicas"]]
+        assert all(r.startswith("preempting 1 lower-tier replica on worker") for r in reasons)
+        await f.finished([silver], within=10)
+        replicas = await f.store.list_replicas(silver)
+        assert [r.state for r in replicas] == [ReplicaState.SUCCEEDED] * 2
+
+
+async def test_platinum_preempts_bronze_which_resumes_from_its_checkpoint(
+    tmp_path: Path,
+) -> None:
+    async with fleet(tmp_path, workers=2, slots=2) as f:
+        await f.customer("plat", "platinum")
+        await f.customer("bulk", "bronze")
+        bronze = await full_of(f, "bulk", 4, steps=40, step_s=0.05)
+        await asyncio.sleep(0.3)  # a few checkpoints each
+        platinum = await f.submit("plat", steps=3, step_s=0.02)
+        [started] = await f.finished([platinum], within=10)
+        assert started.state is ReplicaState.SUCCEEDED
+        assert queue_wait(started) <= 2.0
+
+        victims = []
+        for workload_id in bronze:
+            kinds = [e["kind"] for e in await f.events(workload_id)]
+            if "replica.preempting" in kinds:
+                victims.append(workload_id)
+        assert len(victims) == 1
+        [victim] = await f.finished(victims, within=20)
+        events = await f.events(victim.workload_id)
+        assert [e["kind"] for e in events] == [
+            "workload.submitted",
+            "replica.scheduled",
+            "replica.running",
+            "replica.preempting",  # the scheduler's decision, naming the platinum replica
+            "replica.pending",  # yielded with its checkpoint, requeued
+            "replica.scheduled",
+            "replica.running",  # resumed from the checkpoint
+            "replica.succeeded",
+        ]
+        decision, requeued = events[3], events[4]
+        assert decision["data"]["for"] == f"{platinum}/0"
+        assert requeued["reason"] == "yielded (preempt)"
+        assert victim.result["done"] == 40
+        assert victim.result["from_seq"] == victim.resumed_from_seq
+        assert victim.result["from_seq"] >= max(1, decision["data"]["checkpoint_seq"])
+        assert victim.result["from_done"] == victim.result["from_seq"]  # one step per checkpoint
+        assert victim.attempt == 1  # a preemption is not a failed attempt
+        platinum_events = [e["kind"] for e in await f.events(platinum)]
+        assert platinum_events == [
+            "workload.submitted",
+            "replica.scheduled",
+            "replica.running",
+            "replica.succeeded",
+        ]
+        assert started.started_at is not None and requeued["at"] <= started.started_at
