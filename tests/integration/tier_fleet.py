@@ -84,12 +84,20 @@ class Fleet:
     async def submit(
         self, customer: str, steps: int, step_s: float, replicas: int = 1, **params: float
     ) -> str:
+        """A ``steps`` workload."""
+        return await self.submit_type(
+            customer, "steps", {"steps": steps, "step_s": step_s, **params}, replicas
+        )
+
+    async def submit_type(
+        self, customer: str, type_name: str, params: dict[str, Any], replicas: int = 1
+    ) -> str:
         response = await self.running.client.post(
             "/v1/workloads",
             json={
                 "customer_id": customer,
-                "type": "steps",
-                "params": {"steps": steps, "step_s": step_s, **params},
+                "type": type_name,
+                "params": params,
                 "replicas": replicas,
             },
         )
@@ -136,7 +144,13 @@ class Fleet:
 
 @asynccontextmanager
 async def fleet(
-    directory: Path, *, workers: int, slots: int, **settings: Any
+    directory: Path,
+    *,
+    workers: int,
+    slots: int,
+    registry: Registry = REGISTRY,
+    worker_memory_mb: int = 64 * 1024,
+    **settings: Any,
 ) -> AsyncIterator[Fleet]:
     tiers_file = directory / "tiers.toml"
     tiers_file.write_text(TIERS_TOML)
@@ -148,9 +162,14 @@ async def fleet(
     ) as running:
         started = [
             Worker(
-                WorkerSettings(worker_id=f"w{n}", slots=slots, heartbeat_interval_s=0.2),
+                WorkerSettings(
+                    worker_id=f"w{n}",
+                    slots=slots,
+                    memory_mb=worker_memory_mb,
+                    heartbeat_interval_s=0.2,
+                ),
                 running.hub.worker_link(f"w{n}"),
-                registry=REGISTRY,
+                registry=registry,
             )
             for n in range(workers)
         ]
