@@ -134,6 +134,9 @@ class RetryPolicy:
     multiplier: float = 2.0
     jitter: float = 0.2
     """Fraction of the backoff added or removed at random."""
+    retry_resource_errors: bool = False
+    """Retry a replica that exceeded a resource limit (error class ``resource``) like a
+    transient failure; by default it fails at once, like a permanent error."""
 
 
 @dataclass(frozen=True, slots=True)

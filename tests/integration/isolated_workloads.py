@@ -20,6 +20,18 @@ async def hog(ctx: WorkloadContext) -> int:
     return len(hoard)
 
 
+@workload(
+    "hog-retried",
+    registry=REGISTRY,
+    isolation="process",
+    resources={"memory_mb": 64},
+    retry={"retry_resource_errors": True, "max_attempts": 2, "initial_backoff_s": 0.05},
+)
+async def hog_retried(ctx: WorkloadContext) -> int:
+    """``hog`` of a type that asks for resource errors to be retried."""
+    return await hog(ctx)
+
+
 @workload("spin", registry=REGISTRY, isolation="process", resources={"cpu": 0.5})
 async def spin(ctx: WorkloadContext) -> dict[str, Any]:
     """A runaway: says it started, then burns its CPU for ``seconds`` without awaiting."""

@@ -35,6 +35,10 @@ async def test_a_workload_past_its_memory_limit_fails_and_its_neighbours_finish(
         events = [e["kind"] for e in await f.events(hog)]
         assert events[-1] == "replica.failed"
 
+        retried = await f.submit_type("greedy", "hog-retried", {})
+        [again] = await f.finished([retried], within=30)
+        assert (again.state, again.attempt) == (ReplicaState.FAILED, 2)  # its type said so
+
 
 async def test_a_runaway_cpu_workload_does_not_slow_another_customer_s(tmp_path: Path) -> None:
     cores = len(os.sched_getaffinity(0))

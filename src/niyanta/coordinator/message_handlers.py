@@ -68,7 +68,8 @@ from niyanta.store.base import (
 log = structlog.get_logger("niyanta.coordinator")
 
 NOT_RETRIED = frozenset({ErrorClass.PERMANENT, ErrorClass.RESOURCE})
-"""Error classes that fail a replica at once; every other class (and an unknown one) retries."""
+"""Error classes that fail a replica at once (``resource`` unless its type's retry policy says
+``retry_resource_errors``); every other class (and an unknown one) retries."""
 
 
 class RecentReplies:
@@ -372,11 +373,12 @@ class MessageHandlers:
         error = ErrorInfo(
             error_class, message.error_message or error_class.value, tuple(message.failed_items)
         )
-        if error_class in NOT_RETRIED:
-            return FailReplica(key, fence, error, retry_at=None)
-        replica = await self._store.get_replica(key)
         workload = await self._catalog.workload(key.workload_id)
         wtype = await self._catalog.workload_type(workload.type_name, workload.type_version)
+        retried_anyway = error_class is ErrorClass.RESOURCE and wtype.retry.retry_resource_errors
+        if error_class in NOT_RETRIED and not retried_anyway:
+            return FailReplica(key, fence, error, retry_at=None)
+        replica = await self._store.get_replica(key)
         return FailReplica(
             key, fence, error, retry_at(wtype.retry, replica.attempt, self._clock.now())
         )

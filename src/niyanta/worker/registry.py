@@ -51,7 +51,7 @@ class WorkloadDefinition:
             resources_cpu=self.type.resources.cpu,
             resources_memory_mb=self.type.resources.memory_mb,
             isolation=self.type.isolation.value,
-            retry=dataclasses.asdict(self.type.retry),
+            retry={k: float(v) for k, v in dataclasses.asdict(self.type.retry).items()},
             checkpoint=dataclasses.asdict(self.type.checkpoint),
             timeout_s=self.type.timeout_s,
         )

@@ -69,6 +69,7 @@ class RetryBody(Body):
     max_backoff_s: float = Field(default=60.0, ge=0)
     multiplier: float = Field(default=2.0, ge=1)
     jitter: float = Field(default=0.2, ge=0, le=1)
+    retry_resource_errors: bool = False
 
 
 class CheckpointPolicyBody(Body):
