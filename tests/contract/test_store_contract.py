@@ -609,6 +609,23 @@ async def test_retry_backoff_returns_to_pending(store: Store, clock: FakeClock) 
     assert (await store.get_workload(r.key.workload_id)).state is S.PENDING
 
 
+async def test_pending_per_customer_takes_each_customer_s_head_of_queue(
+    store: Store, clock: FakeClock
+) -> None:
+    await store.create_customer(Customer("other", "bronze"))
+    old = []
+    for _ in range(3):
+        old.append(await submit(store))
+        clock.advance(1)
+    urgent = await submit(store, priority=5)  # newest, but first in acme's own queue
+    clock.advance(1)
+    theirs = (await store.submit_workload(WorkloadSpec("other", TYPE), "test")).workload.id
+    everything = await store.pending_replicas()
+    assert [r.workload_id for r in everything] == [*old, urgent, theirs]
+    window = await store.pending_replicas(per_customer=2)
+    assert [r.workload_id for r in window] == [old[0], urgent, theirs]  # still oldest first
+
+
 async def test_fail_stalled_retries_then_fails(store: Store, clock: FakeClock) -> None:
     r = await running(store)
     with pytest.raises(FencedOut):

@@ -38,11 +38,23 @@ from niyanta.store.base import Assignment, ReleaseReplica, Store
 log = structlog.get_logger("niyanta.coordinator")
 
 MAX_PENDING_PER_ROUND = 10_000
+MIN_PER_CUSTOMER = 200
+"""A round looks at no more than ``max(MIN_PER_CUSTOMER, 2 x the fleet's slots)`` replicas of
+one customer (the first in its queue order): it could not place more of them anyway, and a
+flooding customer's backlog then costs a round nothing (reading and ordering 2,000 replicas
+every round made a platinum arrival wait 5-15x longer under a bronze flood). The margin covers
+replicas that cannot be placed (affinity) ahead of ones that can."""
 NO_WORKERS = "no schedulable worker"
 SCHEDULER_ACTOR = "scheduler"
 PREEMPTING_EVENT = "replica.preempting"
 """Recorded on a victim when the scheduler asks it to yield for a higher tier."""
 ERROR_PAUSE_S = 0.5
+
+
+def per_customer_window(workers: tuple[WorkerView, ...]) -> int:
+    """How many of one customer's pending replicas a round reads (``MIN_PER_CUSTOMER``)."""
+    slots = sum(w.slots for w in workers if w.schedulable)
+    return max(MIN_PER_CUSTOMER, 2 * slots)
 
 
 class SchedulingLoop:
@@ -96,11 +108,13 @@ class SchedulingLoop:
 
     async def round(self) -> int:
         """One placement round; the number of replicas started."""
-        pending = await self._store.pending_replicas(MAX_PENDING_PER_ROUND)
+        workers = self._registry.views(self._endpoint.connected_workers())
+        pending = await self._store.pending_replicas(
+            MAX_PENDING_PER_ROUND, per_customer=per_customer_window(workers)
+        )
         if not pending:
             self.pending_reasons = {}
             return 0
-        workers = self._registry.views(self._endpoint.connected_workers())
         if not any(w.schedulable for w in workers):
             self.pending_reasons = dict.fromkeys((r.key for r in pending), NO_WORKERS)
             return 0

@@ -236,9 +236,13 @@ class Store(Protocol):
 
     async def list_replicas(self, workload_id: str) -> list[Replica]: ...
 
-    async def pending_replicas(self, limit: int = 100_000) -> list[Replica]:
+    async def pending_replicas(
+        self, limit: int = 100_000, per_customer: int | None = None
+    ) -> list[Replica]:
         """Pending replicas whose ``not_before`` has passed (retrying ones whose backoff has
-        elapsed are moved to pending first, in the same transaction), oldest first."""
+        elapsed are moved to pending first, in the same transaction), oldest first.
+        ``per_customer``: at most that many of each customer, the first in the customer's own
+        queue order (workload priority, highest first, then oldest)."""
         ...
 
     async def active_replicas(self, worker_id: str | None = None) -> list[Replica]:

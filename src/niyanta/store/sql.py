@@ -625,7 +625,9 @@ class SqlStore(ABC):
 
         return await self._run(body)
 
-    async def pending_replicas(self, limit: int = 100_000) -> list[Replica]:
+    async def pending_replicas(
+        self, limit: int = 100_000, per_customer: int | None = None
+    ) -> list[Replica]:
         now = self._now()
 
         async def body(tx: Tx) -> list[Replica]:
@@ -637,12 +639,26 @@ class SqlStore(ABC):
                         changes.requeue(row, now=now, actor="coordinator", reason="backoff over")
                     )
             await self._persist(tx, batch, now)
-            rows = await tx.fetch(
-                "SELECT * FROM replicas WHERE state = 'pending' AND not_before <= $1"
-                " ORDER BY enqueued_at, workload_id, idx LIMIT $2",
-                now,
-                limit,
-            )
+            if per_customer is None:
+                rows = await tx.fetch(
+                    "SELECT * FROM replicas WHERE state = 'pending' AND not_before <= $1"
+                    " ORDER BY enqueued_at, workload_id, idx LIMIT $2",
+                    now,
+                    limit,
+                )
+            else:
+                # Each customer's first ``per_customer`` in its own queue order (workload
+                # priority, then age); only those rows are sent and decoded.
+                rows = await tx.fetch(
+                    "SELECT * FROM (SELECT r.*, row_number() OVER (PARTITION BY r.customer_id"
+                    " ORDER BY w.priority DESC, r.enqueued_at, r.workload_id, r.idx) AS nth"
+                    " FROM replicas r JOIN workloads w ON w.id = r.workload_id"
+                    " WHERE r.state = 'pending' AND r.not_before <= $1) AS queue"
+                    " WHERE nth <= $3 ORDER BY enqueued_at, workload_id, idx LIMIT $2",
+                    now,
+                    limit,
+                    per_customer,
+                )
             return [replica_from_row(r).replica for r in rows]
 
         return await self._run(body)
