@@ -48,7 +48,9 @@ weight = 1
 """No caps, so that one bronze customer can fill the whole fleet; silver has guaranteed slots
 but may not preempt (it reclaims them only through its guarantee)."""
 
-SUBMIT_CONCURRENCY = 32
+SUBMIT_CONCURRENCY = 8
+"""Submits in flight at once: each is a write transaction, and more of them at a time only
+queue for SQLite's one writer, ahead of the lease renewals."""
 
 
 @workload("steps", registry=REGISTRY)
@@ -157,7 +159,7 @@ async def fleet(
     async with running_coordinator(
         f"sqlite:///{directory / 'tiers.db'}",
         tiers_file=str(tiers_file),
-        heartbeat_interval_s=0.2,
+        heartbeat_interval_s=0.5,
         **settings,
     ) as running:
         started = [
@@ -166,7 +168,7 @@ async def fleet(
                     worker_id=f"w{n}",
                     slots=slots,
                     memory_mb=worker_memory_mb,
-                    heartbeat_interval_s=0.2,
+                    heartbeat_interval_s=0.5,
                 ),
                 running.hub.worker_link(f"w{n}"),
                 registry=registry,
