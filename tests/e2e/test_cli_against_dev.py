@@ -192,7 +192,11 @@ def test_affinity_reaches_the_scheduler(dev_url: str) -> None:
     ]
     assert status["affinity"]["anti"] == [{"key": "app", "op": "=", "values": ["db"]}]
     time.sleep(1.0)  # several scheduling rounds: no dev worker has gpu=true
-    assert as_json(niyanta(dev_url, "status", workload_id, "-o", "json"))["state"] == "pending"
+    pending = as_json(niyanta(dev_url, "status", workload_id, "-o", "json"))
+    assert pending["state"] == "pending"
+    reason = pending["replicas"][0]["pending_reason"]
+    assert reason.startswith("no worker") and "gpu" in reason
+    assert f"replica 0 waits: {reason}" in niyanta(dev_url, "status", workload_id).stdout
     assert niyanta(dev_url, "cancel", workload_id).exit_code == 0
 
 

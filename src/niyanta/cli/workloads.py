@@ -181,6 +181,9 @@ def _status_view(workload: JSONObject) -> Group:
             f"[red]replica {replica.get('index')} error[/] "
             f"({text(error.get('error_class'))}): {text(error.get('message'))}"
         )
+    for replica in _replicas(workload):
+        if replica.get("pending_reason"):
+            parts.append(f"replica {replica.get('index')} waits: {replica['pending_reason']}")
     return Group(*parts)
 
 
