@@ -1,16 +1,16 @@
 """Tiers under load, on the in-process fleet of the tier tests (coordinator on SQLite and the
 in-memory broker, real workers, one process; ``tests/integration/tier_fleet.py``):
 
-- platinum queue wait (p95; submit to placement, the ``replica.scheduled`` event, as the
-  queue-wait metric and the SLO count it): 50 platinum workloads at a steady rate on an idle 3x4 fleet, then
-  again while one bronze customer's flood of 2,000 fills it (``platinum_wait_ratio`` = flood p95
-  / idle p95). Baseline: the same 50 submitted by the flooding customer itself, who has no tier
-  or fair share to lift them, so they queue behind the flood (``fifo_flood_p95_s``);
+- platinum queue wait (submit to placement, the ``replica.scheduled`` event, as the queue-wait
+  metric and the SLO count it): 50 platinum workloads at a steady rate on an idle 3x4 fleet,
+  then again while one bronze customer's flood of 2,000 fills it (``platinum_wait_ratio`` =
+  flood p95 / idle p95). Baseline: the same 50 submitted by the flooding customer itself, who
+  has no tier or fair share to lift them, so they queue behind the flood (``fifo_flood_p95_s``);
 - fair share: three gold customers with weights 1/1/2 flooding a full 2x4 fleet; the share of
   slot-time each holds over a window, and the largest relative deviation from 25/25/50;
 - preemption: a platinum workload arriving at a fleet full of bronze, seconds from submit to
-  running on a worker (``preempt_start_s``, median of 5), against the same arrival with preemption turned off
-  (``no_preempt_start_s``: it waits for a bronze workload to end).
+  running on a worker (``preempt_start_s``, median of 5), against the same arrival with
+  preemption turned off (``no_preempt_start_s``: it waits for a bronze workload to end).
 
 Run: .venv/bin/python bench/tiers.py [--quick]  (last line: one JSON object with the figures)
 """
