@@ -36,7 +36,7 @@ def build_app(
     ``settings.store_url`` is opened and closed with the app. ``hub``: the in-process broker
     shared with workers when ``settings.broker == "memory"``."""
     used_clock = clock or SystemClock()
-    metrics = CoordinatorMetrics()
+    metrics = CoordinatorMetrics(settings.metrics_max_customers, enabled=settings.metrics)
     endpoint = open_coordinator_endpoint(
         settings.broker,
         hub=hub,

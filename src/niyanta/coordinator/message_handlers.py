@@ -53,6 +53,7 @@ from niyanta.model import (
     ReplicaKey,
 )
 from niyanta.observability.metrics import CoordinatorMetrics
+from niyanta.observability.tracing import context_from_traceparent, tracer
 from niyanta.states import ReplicaState
 from niyanta.store.base import (
     CompleteReplica,
@@ -190,9 +191,20 @@ class MessageHandlers:
                 self._progress.record(key, message.fence, message.progress, message.metrics)
                 return None
             case CheckpointMsg():
-                return await self.on_checkpoint(worker_id, message)
+                # A child of the worker's checkpoint span: the commit as the coordinator sees it.
+                with tracer.start_as_current_span(
+                    "workload.checkpoint.commit",
+                    context=context_from_traceparent(message.traceparent),
+                    attributes={"niyanta.checkpoint_seq": message.seq},
+                ):
+                    return await self.on_checkpoint(worker_id, message)
             case Result():
-                return await self.on_result(worker_id, message)
+                with tracer.start_as_current_span(
+                    "workload.complete",
+                    context=context_from_traceparent(message.traceparent),
+                    attributes={"niyanta.outcome": message.outcome},
+                ):
+                    return await self.on_result(worker_id, message)
             case Bye():
                 await self.on_leave(worker_id, "worker left")
                 return None

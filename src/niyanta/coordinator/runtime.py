@@ -23,7 +23,7 @@ from niyanta.coordinator.settings import CoordinatorSettings
 from niyanta.coordinator.stopper import Stopper
 from niyanta.coordinator.worker_commands import WorkerCommands
 from niyanta.coordinator.worker_registry import WorkerRegistry
-from niyanta.observability.metrics import CoordinatorMetrics
+from niyanta.observability.metrics import DEFAULT_POOL, CoordinatorMetrics, WorkerSample
 from niyanta.store.base import Store
 from niyanta.store.group_commit import GroupCommitter
 
@@ -101,6 +101,7 @@ class CoordinatorRuntime:
             lease_ttl_s=settings.lease_ttl_s,
             wake_scheduler=self.scheduling.wake,
         )
+        metrics.before_scrape(self._observe_workers)
         self._election: asyncio.Task[None] | None = None
         self._electing = Stopper()
         self._loops: list[asyncio.Task[None]] = []
@@ -157,6 +158,18 @@ class CoordinatorRuntime:
         self._leading.stop()
         self.scheduling.wake()
         await _finish(loops)
+
+    def _observe_workers(self) -> None:
+        self.metrics.observe_workers(
+            WorkerSample(
+                pool=record.labels.get("pool", DEFAULT_POOL),
+                state=record.state.value if record.healthy else "unhealthy",
+                slots=record.capacity.slots,
+                free_slots=record.free.slots,
+                reported=record.metrics,
+            )
+            for record in self.registry.snapshot()
+        )
 
     async def _on_disconnect(self, worker_id: str) -> None:
         if not self.leader.is_leader:

@@ -16,6 +16,8 @@ from typing import Literal
 
 import structlog
 
+from niyanta.observability.tracing import add_trace_ids
+
 LogFormat = Literal["json", "console", "auto"]
 
 _LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
@@ -38,6 +40,7 @@ def configure_logging(level: str | None = None, fmt: LogFormat = "auto") -> None
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),

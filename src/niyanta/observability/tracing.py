@@ -1,14 +1,19 @@
 """OpenTelemetry tracing. The core depends only on ``opentelemetry-api``: without an SDK every
 span is a no-op. ``configure_tracing()`` installs the SDK when it is available (the ``otel``
 extra) and asked for through the standard ``OTEL_*`` variables, or ``NIYANTA_TRACE_FILE`` for a
-JSON-lines file of finished spans (used by tests and for local debugging).
+JSON-lines file of finished spans (used by tests and for local debugging). ``NIYANTA_TRACING=off``
+keeps every span a no-op whatever else is set.
 
-The trace context crosses processes in broker messages as a W3C ``traceparent`` string.
+The trace context crosses processes in broker messages as a W3C ``traceparent`` string, and is
+stored with a workload at submit so that every later scheduling round (and retry) of it continues
+the submit's trace.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import MutableMapping
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -40,8 +45,23 @@ def current_trace_ids() -> tuple[str | None, str | None]:
     return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
 
 
+def add_trace_ids(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: ``trace_id`` and ``span_id`` of the active span on every line
+    written inside one (coordinator and worker code alike, and workload code's ``ctx.logger``)."""
+    if "trace_id" not in event_dict:
+        trace_id, span_id = current_trace_ids()
+        if trace_id is not None:
+            event_dict["trace_id"] = trace_id
+            event_dict["span_id"] = span_id
+    return event_dict
+
+
 def configure_tracing(service_name: str) -> bool:
     """Install the OpenTelemetry SDK if present and configured; True when spans are exported."""
+    if os.environ.get("NIYANTA_TRACING", "").lower() in {"off", "0", "false", "no"}:
+        return False
     trace_file = os.environ.get("NIYANTA_TRACE_FILE")
     wants_otlp = bool(
         os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
