@@ -53,7 +53,7 @@ from niyanta.model import (
     ReplicaKey,
 )
 from niyanta.observability.metrics import CoordinatorMetrics
-from niyanta.observability.tracing import context_from_traceparent, tracer
+from niyanta.observability.tracing import context_from_traceparent, message_context, tracer
 from niyanta.states import ReplicaState
 from niyanta.store.base import (
     CompleteReplica,
@@ -178,6 +178,10 @@ class MessageHandlers:
             log.info("reply.undelivered", worker=worker_id, error=str(exc))
 
     async def _dispatch(self, worker_id: str, message: AnyMessage) -> AnyMessage | None:
+        with message_context(message.traceparent):
+            return await self._dispatch_kind(worker_id, message)
+
+    async def _dispatch_kind(self, worker_id: str, message: AnyMessage) -> AnyMessage | None:
         match message:
             case Hello():
                 return await self.on_hello(worker_id, message)

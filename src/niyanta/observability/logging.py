@@ -37,12 +37,15 @@ def configure_logging(level: str | None = None, fmt: LogFormat = "auto") -> None
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
     )
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        add_trace_ids,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            add_trace_ids,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
             renderer,
@@ -51,9 +54,24 @@ def configure_logging(level: str | None = None, fmt: LogFormat = "auto") -> None
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s", force=True)
+    # Lines of libraries that log through the standard library (uvicorn, asyncio) are rendered
+    # the same way, so that stderr is one JSON object a line throughout.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    logging.basicConfig(level=numeric, handlers=[handler], force=True)
     # uvicorn's access log is one line per request: too loud for a job system at INFO.
     logging.getLogger("uvicorn.access").setLevel(max(numeric, logging.WARNING))
+    # At DEBUG the WebSocket library dumps every frame (binary broker messages): not for humans.
+    logging.getLogger("websockets").setLevel(max(numeric, logging.INFO))
 
 
 @contextmanager

@@ -12,7 +12,8 @@ the submit's trace.
 from __future__ import annotations
 
 import os
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -31,10 +32,23 @@ def current_traceparent() -> str | None:
 
 
 def context_from_traceparent(traceparent: str | None) -> otel_context.Context:
-    """A context whose parent is the span named by an incoming message's traceparent."""
+    """A context whose parent is the span named by ``traceparent``; without one, an empty
+    context (a span started in it begins a new trace, never one that leaked into a task)."""
     if not traceparent:
-        return otel_context.get_current()
-    return _propagator.extract({"traceparent": traceparent})
+        return otel_context.Context()
+    return _propagator.extract({"traceparent": traceparent}, context=otel_context.Context())
+
+
+@contextmanager
+def message_context(traceparent: str | None) -> Iterator[None]:
+    """Handle an incoming message in its own trace context (or none). Broker tasks outlive the
+    messages they carry and inherit whatever context created them: without this, a line about
+    one workload could carry another's trace id."""
+    token = otel_context.attach(context_from_traceparent(traceparent))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def current_trace_ids() -> tuple[str | None, str | None]:

@@ -37,6 +37,7 @@ from niyanta.broker.messages import (
 from niyanta.clock import Clock, SystemClock
 from niyanta.errors import BrokerError, MessageRefused, NiyantaError
 from niyanta.model import ReplicaKey
+from niyanta.observability.tracing import message_context
 from niyanta.worker.circuit_breaker import BreakerBoard
 from niyanta.worker.config import WorkerSettings
 from niyanta.worker.executor import Executor
@@ -279,6 +280,10 @@ class Worker:
     # --- messages from the coordinator -----------------------------------------------------------
 
     async def _on_message(self, message: AnyMessage) -> AnyMessage | None:
+        with message_context(message.traceparent):
+            return self._handle(message)
+
+    def _handle(self, message: AnyMessage) -> AnyMessage | None:
         if isinstance(message, StartReplica):
             return self._start(message)
         if isinstance(message, StopReplica):
@@ -294,7 +299,12 @@ class Worker:
     def _start(self, message: StartReplica) -> Started | None:
         key = ReplicaKey(message.workload_id, message.index)
         current = self._runs.get(key)
-        started = Started(workload_id=message.workload_id, index=message.index, fence=message.fence)
+        started = Started(
+            workload_id=message.workload_id,
+            index=message.index,
+            fence=message.fence,
+            traceparent=message.traceparent,
+        )
         if current is not None:
             if current.fence == message.fence:
                 return started  # a re-sent StartReplica: already running
