@@ -156,9 +156,7 @@ def test_the_spans_of_one_workload_form_one_trace_across_processes(run: Run) -> 
     assert dispatch["parent_id"] == schedule["span_id"]
     assert execute["parent_id"] == dispatch["span_id"]
     assert complete["parent_id"] == execute["span_id"]
-    assert {s["service"] for s in (submit, schedule, dispatch, complete)} == {
-        "niyanta-coordinator"
-    }
+    assert {s["service"] for s in (submit, schedule, dispatch, complete)} == {"niyanta-coordinator"}
     assert execute["service"] == "niyanta-worker"
     checkpoints = by_name["workload.checkpoint"]
     assert [c["attributes"]["niyanta.checkpoint_seq"] for c in checkpoints] == ["1", "2", "3"]
