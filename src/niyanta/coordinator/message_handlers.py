@@ -441,7 +441,12 @@ class MessageHandlers:
                 **fields,
             )
         else:
-            log.info(f"replica.{replica.state.value}", outcome=message.outcome, **fields)
+            log.info(
+                f"replica.{replica.state.value}",
+                outcome=message.outcome,
+                attempt=replica.attempt,
+                **fields,
+            )
 
     def _refused(
         self, worker_id: str, key: ReplicaKey, fence: int, exc: NiyantaError, what: str
