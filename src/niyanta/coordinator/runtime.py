@@ -145,6 +145,7 @@ class CoordinatorRuntime:
 
     async def _follow(self) -> None:
         await self._stop_loops()
+        self.metrics.observe_queue({}, {})  # the new leader reports the queue now
         self.registry.clear()
         self.commands.stops.clear()
         # Drop every worker connection, so that the workers find the new leader.
