@@ -71,6 +71,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         client.create_customer("beta", "silver")
         submitted = {
             "steps": client.submit("acme", "obs-steps", {"steps": 3}),
+            "isolated": client.submit("acme", "obs-steps-isolated", {"steps": 2}),
             "flaky": client.submit("beta", "demo-flaky", {"fail_times": 1}),
             "permanent": client.submit("acme", "demo-permanent", {}),
             "noop-1": client.submit("beta", "demo-noop", {}),
@@ -127,6 +128,20 @@ def test_one_workload_is_followed_across_coordinator_and_worker_logs(run: Run) -
         )  # fmt: skip
         assert line["span_id"]
     assert coordinator["replica.succeeded"]["worker"] == "w-obs"
+
+
+def test_lines_of_workload_code_in_a_child_process_carry_the_trace(run: Run) -> None:
+    workload_id = run.workloads["isolated"]
+    steps = [line for line in _about(run.worker_log, workload_id) if line["event"] == "obs.step"]
+    (execute,) = [
+        s
+        for s in run.spans
+        if s["name"] == "workload.execute" and s["attributes"]["niyanta.workload"] == workload_id
+    ]
+    assert [line["step"] for line in steps] == [1, 2]
+    assert {(line["trace_id"], line["span_id"]) for line in steps} == {
+        (execute["trace_id"], execute["span_id"])
+    }
 
 
 def _spans_of(run: Run, workload_id: str) -> list[dict[str, Any]]:

@@ -51,7 +51,9 @@ def configure_logging(level: str | None = None, fmt: LogFormat = "auto") -> None
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line (PrintLogger writes the newline apart): a worker and its isolated
+        # children share stderr, and their lines must not interleave.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
     # Lines of libraries that log through the standard library (uvicorn, asyncio) are rendered
