@@ -50,6 +50,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         "NIYANTA_TRACE_FILE": str(workdir / "spans.jsonl"),
         "NIYANTA_LOG_LEVEL": "DEBUG",
         "NIYANTA_WORKER_HEALTH_HOST": "127.0.0.1",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",  # spans are exported in batches: every 50 ms here
     }
     with process_group(workdir) as group, NiyantaClient(url) as client:
         coordinator = group.start(
@@ -92,10 +93,24 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         wait_for(
             lambda: '"replica finished"' in worker.log(), timeout=10, what="worker log complete"
         )
+        spans_file = workdir / "spans.jsonl"
+
+        def spans_exported() -> bool:
+            spans = _json_lines(spans_file.read_text()) if spans_file.exists() else []
+            ended = {
+                (s["name"], s["attributes"].get("niyanta.workload"))
+                for s in spans
+                if s["name"] in ("workload.execute", "workload.complete")
+            }
+            return all(
+                {("workload.execute", i), ("workload.complete", i)} <= ended for i in ids.values()
+            )
+
+        wait_for(spans_exported, timeout=10, what="every workload's spans exported")
         yield Run(
             coordinator_log=_json_lines(coordinator.log()),
             worker_log=_json_lines(worker.log()),
-            spans=_json_lines((workdir / "spans.jsonl").read_text()),
+            spans=_json_lines(spans_file.read_text()),
             scrape=scrape,
             workloads=ids,
             worker_probe=probe,

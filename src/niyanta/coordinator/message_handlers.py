@@ -199,14 +199,20 @@ class MessageHandlers:
                 with tracer.start_as_current_span(
                     "workload.checkpoint.commit",
                     context=context_from_traceparent(message.traceparent),
-                    attributes={"niyanta.checkpoint_seq": message.seq},
+                    attributes={
+                        "niyanta.workload": message.workload_id,
+                        "niyanta.checkpoint_seq": message.seq,
+                    },
                 ):
                     return await self.on_checkpoint(worker_id, message)
             case Result():
                 with tracer.start_as_current_span(
                     "workload.complete",
                     context=context_from_traceparent(message.traceparent),
-                    attributes={"niyanta.outcome": message.outcome},
+                    attributes={
+                        "niyanta.workload": message.workload_id,
+                        "niyanta.outcome": message.outcome,
+                    },
                 ):
                     return await self.on_result(worker_id, message)
             case Bye():

@@ -86,14 +86,15 @@ def configure_tracing(service_name: str) -> bool:
     try:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         from niyanta.observability.trace_file_exporter import JsonLinesSpanExporter
     except ImportError:
         return False
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     if trace_file:
-        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(trace_file)))
+        # Batched off the event loop, like OTLP: a span costs the loop no file write.
+        provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(trace_file)))
     if wants_otlp:
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
