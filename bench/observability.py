@@ -6,12 +6,18 @@ over the HTTP API by 32 concurrent clients; throughput is workloads per second f
 submit until the last one succeeded. Each round starts fresh processes on a fresh store.
 
 - off: ``NIYANTA_COORDINATOR_METRICS=off`` (every metric inert) and ``NIYANTA_TRACING=off``;
-- on: metrics counted, and the OpenTelemetry SDK recording every span (HTTP, submit, schedule,
-  dispatch, execute, complete) and exporting it synchronously to a JSON-lines file
-  (``NIYANTA_TRACE_FILE``), the most expensive exporter Niyanta ships.
+- metrics: metrics counted, tracing off;
+- on: metrics counted, and the OpenTelemetry SDK recording every span (FastAPI's request spans,
+  submit, schedule, dispatch, execute, checkpoint, complete) and exporting it in batches to a
+  JSON-lines file (``NIYANTA_TRACE_FILE``), as an OTLP exporter would, minus the network.
 
-Rounds alternate off/on so that load from elsewhere on the machine hits both alike; each mode's
-figure is the median of its rounds. ``overhead_ratio`` = 1 - on/off (0.05: 5% fewer workloads/s).
+Each round runs the three modes back to back, so that load from elsewhere on the machine hits
+them alike; a mode's throughput and CPU figures are the medians of its rounds.
+
+- ``overhead_ratio``: median over rounds of 1 - on/off workloads/s (0.05: 5% fewer workloads/s);
+- ``cpu_overhead_ratio``: median of on/off - 1 of the CPU time the three processes spent per
+  workload, the figure least disturbed by other load on the machine;
+- ``metrics_overhead_ratio``: as ``overhead_ratio``, for metrics alone.
 
 Run: .venv/bin/python bench/observability.py [--quick]   (last line: one JSON object)
 """
@@ -58,7 +64,17 @@ def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         )
 
 
-def _wait(predicate: object, timeout: float, what: str) -> None:
+def _cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
+    """User + system CPU time the processes used so far (from /proc)."""
+    total = 0
+    for proc in procs:
+        with open(f"/proc/{proc.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _wait(predicate: object, timeout: float, what: str, interval: float = 0.05) -> None:
     assert callable(predicate)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -67,7 +83,7 @@ def _wait(predicate: object, timeout: float, what: str) -> None:
                 return
         except (httpx.HTTPError, NiyantaError):
             pass
-        time.sleep(0.05)
+        time.sleep(interval)
     raise TimeoutError(what)
 
 
@@ -91,9 +107,10 @@ def _spans(workdir: Path) -> int:
     return (workdir / "spans.jsonl").read_text().count("\n")
 
 
-def one_round(mode: str, count: int) -> float:
+def one_round(mode: str, count: int) -> tuple[float, float]:
     """Workloads per second of one fresh cluster in ``mode`` (``off``, ``metrics``: metrics
-    only, ``on``: metrics and tracing)."""
+    only, ``on``: metrics and tracing), and the CPU milliseconds its processes spent per
+    workload (span export included)."""
     with tempfile.TemporaryDirectory(prefix=f"niyanta-obs-{mode}-") as tmp:
         workdir = Path(tmp)
         env = dict(os.environ)
@@ -130,6 +147,7 @@ def one_round(mode: str, count: int) -> float:
                 _wait(lambda: len(client.list_workers()) == 2, 30, "workers joined")
                 client.create_customer("bench", "gold")
                 started = time.perf_counter()
+                cpu_before = _cpu_seconds(procs)
                 asyncio.run(_submit_all(url, count))
                 _wait(
                     lambda: (
@@ -138,13 +156,15 @@ def one_round(mode: str, count: int) -> float:
                     ),
                     300,
                     "every workload succeeded",
+                    interval=0.25,
                 )
                 elapsed = time.perf_counter() - started
                 scrape = httpx.get(f"{url}/metrics", timeout=30).text
                 assert ("niyanta_workloads_submitted_total" in scrape) == (mode != "off")
                 if mode == "on":
                     _wait(lambda: _spans(workdir) >= count * 5, 30, "the spans exported")
-            return count / elapsed
+                cpu = _cpu_seconds(procs) - cpu_before
+            return count / elapsed, 1000 * cpu / count
         finally:
             for proc in procs:
                 if proc.poll() is None:
@@ -161,29 +181,56 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer workloads and rounds")
     args = parser.parse_args()
-    count, rounds = (150, 1) if args.quick else (400, 3)
-    figures: dict[str, list[float]] = {"off": [], "metrics": [], "on": []}
+    count, rounds = (150, 1) if args.quick else (300, 5)
+    rates: dict[str, list[float]] = {"off": [], "metrics": [], "on": []}
+    cpu: dict[str, list[float]] = {mode: [] for mode in rates}
     for number in range(rounds):
-        for mode in figures:
-            rate = one_round(mode, count)
-            figures[mode].append(rate)
-            print(f"round {number + 1} {mode:>7}: {count} workloads, {rate:7.1f} workloads/s")
-    off, metrics_only, on = (statistics.median(figures[mode]) for mode in figures)
-    ratio = 1 - on / off
-    print(
-        f"off: {off:.1f} workloads/s; metrics only: {metrics_only:.1f}; metrics+tracing: {on:.1f}"
+        for mode in rates:
+            rate, cpu_ms = one_round(mode, count)
+            rates[mode].append(rate)
+            cpu[mode].append(cpu_ms)
+            print(
+                f"round {number + 1} {mode:>7}: {count} workloads, {rate:7.1f} workloads/s, "
+                f"{cpu_ms:5.2f} CPU ms per workload"
+            )
+    # Each round runs the modes back to back: the ratio within a round cancels most of the
+    # drift of the machine's load; the median over rounds drops the outliers.
+    ratio = statistics.median(
+        1 - on / off for on, off in zip(rates["on"], rates["off"], strict=True)
     )
-    print(f"overhead of metrics+tracing: {ratio:.1%} (target < 10%)")
+    metrics_ratio = statistics.median(
+        1 - m / off for m, off in zip(rates["metrics"], rates["off"], strict=True)
+    )
+    cpu_ratio = statistics.median(
+        on / off - 1 for on, off in zip(cpu["on"], cpu["off"], strict=True)
+    )
+    median = {mode: statistics.median(values) for mode, values in rates.items()}
+    median_cpu = {mode: statistics.median(values) for mode, values in cpu.items()}
+    print(
+        f"workloads/s (median): off {median['off']:.1f}, metrics only {median['metrics']:.1f}, "
+        f"metrics+tracing {median['on']:.1f}"
+    )
+    print(
+        f"CPU ms per workload (median): off {median_cpu['off']:.2f}, metrics only "
+        f"{median_cpu['metrics']:.2f}, metrics+tracing {median_cpu['on']:.2f}"
+    )
+    print(
+        f"overhead of metrics+tracing: {ratio:.1%} fewer workloads/s, {cpu_ratio:.1%} more CPU "
+        f"per workload (target < 10%); metrics alone: {metrics_ratio:.1%} fewer workloads/s"
+    )
     print(
         json.dumps(
             {
                 "workloads_per_round": count,
                 "rounds": rounds,
-                "off_workloads_per_s": round(off, 1),
-                "on_workloads_per_s": round(on, 1),
-                "metrics_only_workloads_per_s": round(metrics_only, 1),
-                "metrics_overhead_ratio": round(1 - metrics_only / off, 4),
+                "off_workloads_per_s": round(median["off"], 1),
+                "metrics_only_workloads_per_s": round(median["metrics"], 1),
+                "on_workloads_per_s": round(median["on"], 1),
+                "off_cpu_ms_per_workload": round(median_cpu["off"], 3),
+                "on_cpu_ms_per_workload": round(median_cpu["on"], 3),
                 "overhead_ratio": round(ratio, 4),
+                "metrics_overhead_ratio": round(metrics_ratio, 4),
+                "cpu_overhead_ratio": round(cpu_ratio, 4),
                 "target_ratio": 0.10,
             }
         )
