@@ -4,8 +4,9 @@ the scheduling loop, the lease monitor and the worker protocol)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -23,6 +24,15 @@ from niyanta.store.base import Store, StoreLimits
 from niyanta.store.factory import open_store
 
 API_VERSION = "1"
+
+UNTRACED_PATHS = frozenset({"/health", "/ready", "/metrics", "/v1/broker"})
+"""Requests FastAPI does not trace: probes and scrapes (a trace every few seconds, about
+nothing) and the broker's WebSocket (a span as long as the connection, which every message
+handled on it would otherwise inherit)."""
+
+
+def _untraced(scope: MutableMapping[str, Any]) -> bool:
+    return scope.get("path") in UNTRACED_PATHS
 
 
 def build_app(
@@ -69,6 +79,10 @@ def build_app(
         version=API_VERSION,
         description="Schedules customers' long-running workloads onto workers.",
         lifespan=lifespan,
+        # With an OpenTelemetry SDK installed FastAPI traces requests itself: the request span
+        # is then the root of a submit's trace. Its per-dependency and serialization spans add
+        # cost and nothing an operator of Niyanta needs.
+        telemetry={"operation_spans": False, "exclude": _untraced},
     )
     app.state.metrics = metrics
     install_error_handlers(app)
