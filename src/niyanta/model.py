@@ -222,7 +222,8 @@ class WorkloadSpec:
     idempotency_key: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     traceparent: str | None = None
-    """W3C trace context of the submit (not part of the spec's identity for idempotency)."""
+    """The caller's W3C trace context, if any (not part of the spec's identity for
+    idempotency)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from niyanta.model import (
     WorkloadSpec,
     WorkloadType,
 )
-from niyanta.observability.tracing import current_traceparent, tracer
+from niyanta.observability.tracing import context_from_traceparent, current_traceparent, tracer
 from niyanta.states import ACTIVE, ReplicaState
 from niyanta.store.base import CustomerUpdate, EventQuery, SubmitResult, WorkloadFilter
 
@@ -136,9 +136,14 @@ class CoordinatorService:
         """The result and the workload: as just created (its replicas pending, fence 0, without
         reading it back), or as it is now for a known idempotency key.
 
-        The submit span starts the workload's trace; its context is stored with the workload."""
+        The submit span starts the workload's trace (under the caller's, ``spec.traceparent``);
+        its own context is what is stored with the workload."""
         attributes = {"niyanta.customer": spec.customer_id, "niyanta.type": spec.type_name}
-        with tracer.start_as_current_span("workload.submit", attributes=attributes) as span:
+        with tracer.start_as_current_span(
+            "workload.submit",
+            context=context_from_traceparent(spec.traceparent),
+            attributes=attributes,
+        ) as span:
             spec = replace(spec, traceparent=current_traceparent())
             result = await self._store.submit_workload(spec, API_ACTOR)
             span.set_attribute("niyanta.workload", result.workload.id)
