@@ -121,9 +121,7 @@ class AutoscalerLoop:
                     cursor=cursor,
                 )
             )
-            found.extend(
-                w for w in page.items if w.mode is Mode.CONTINUOUS and w.state not in TERMINAL
-            )
+            found.extend(w for w in page.items if w.mode is Mode.CONTINUOUS and _scalable(w))
             cursor = page.next_cursor
             if cursor is None:
                 return found
@@ -239,6 +237,12 @@ class AutoscalerLoop:
             await asyncio.sleep(YIELD_POLL_S)
             states = [(await self._store.get_replica(key)).state for key in waiting]
             waiting = [key for key, state in zip(waiting, states, strict=True) if state in ACTIVE]
+
+
+def _scalable(workload: Workload) -> bool:
+    """Running or waiting; a paused workload stays as the API left it (scaling would add
+    pending replicas to it)."""
+    return workload.state not in TERMINAL and workload.state is not ReplicaState.PAUSED
 
 
 def _on_queue(policy: AutoscalePolicy) -> bool:
