@@ -69,8 +69,6 @@ async def test_backlog_rising_then_falling_scales_up_then_down_after_cooldown_wi
         assert (
             await client.post("/v1/customers", json={"id": "acme", "tier": "gold"})
         ).status_code == 201
-        put = await client.put("/v1/autoscale/acme/consumer", json=POLICY)
-        assert put.status_code == 200, put.text
         settings = WorkerSettings(
             worker_id="w1", slots=6, heartbeat_interval_s=0.2, progress_interval_s=0.05
         )
@@ -82,6 +80,8 @@ async def test_backlog_rising_then_falling_scales_up_then_down_after_cooldown_wi
             return "consumer" in {t["name"] for t in types}
 
         await eventually(announced, what="worker joined, its types announced")
+        put = await client.put("/v1/autoscale/acme/consumer", json=POLICY)
+        assert put.status_code == 200, put.text
         submitted = await client.post(
             "/v1/workloads",
             json={"customer_id": "acme", "type": "consumer", "mode": "continuous"},
