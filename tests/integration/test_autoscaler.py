@@ -4,12 +4,16 @@ SQLite and the in-memory broker; a continuous workload reports a backlog the tes
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 from tests.integration.coordinator_fixtures import Running, eventually, running_coordinator
 
 from niyanta import Registry, WorkloadContext, workload
+from niyanta.clock import FakeClock
+from niyanta.coordinator.autoscaler_loop import AutoscalerLoop
+from niyanta.model import Event
 from niyanta.store.base import EventQuery
 from niyanta.worker import Worker, WorkerSettings
 
@@ -134,3 +138,54 @@ async def test_backlog_rising_then_falling_scales_up_then_down_after_cooldown_wi
         assert all(e.reason == "yielded (scale_down)" for e in cancelled)
         await worker.close()
         await worker_task
+
+
+async def test_queue_depth_policy_keeps_a_previous_leader_s_cooldown(tmp_path: Path) -> None:
+    """A new leader reads the last scale time back from the store: no scale-down inside the
+    cooldown of a change the previous leader made. The queue depth does not count the scaled
+    workload's own waiting replicas."""
+    async with running_coordinator(
+        f"sqlite:///{tmp_path / 'failover.db'}", autoscale_interval_s=3600
+    ) as running:
+        client = running.client
+        assert (
+            await client.post("/v1/customers", json={"id": "acme", "tier": "gold"})
+        ).status_code == 201
+        assert (await client.post("/v1/workload-types", json={"name": "job"})).status_code == 201
+        submitted = await client.post(
+            "/v1/workloads",
+            json={"customer_id": "acme", "type": "job", "mode": "continuous", "replicas": 4},
+        )
+        workload_id = submitted.json()["id"]
+        for _ in range(2):  # no worker: all of it waits
+            await client.post("/v1/workloads", json={"customer_id": "acme", "type": "job"})
+        policy = {**POLICY, "metric": "queue_depth", "target": 1, "max_replicas": 10}
+        policy.update(cooldown_s=60.0, max_step=4)
+        assert (await client.put("/v1/autoscale/acme/job", json=policy)).status_code == 200
+        rt = running.runtime
+        await rt.store.append_event(
+            Event(0, "autoscale.scaled", 0.0, "autoscaler", workload_id=workload_id,
+                  customer_id="acme", data={"from": 1, "to": 4})
+        )  # fmt: skip
+
+        clock = FakeClock(time.time())
+        new_leader = AutoscalerLoop(
+            store=rt.store,
+            catalog=rt.catalog,
+            progress=rt.progress,
+            commands=rt.commands,
+            clock=clock,
+            interval_s=1.0,
+            yield_grace_s=0.1,
+        )
+        await new_leader.tick()  # queue depth 2 wants 2 replicas, but the cooldown holds
+        assert len(await _scaled(running, workload_id)) == 1
+        clock.advance(61.0)
+        await new_leader.tick()
+        events = await rt.store.list_events(
+            EventQuery(workload_id=workload_id, kind_prefix="autoscale.scaled")
+        )
+        assert [(e.data["from"], e.data["to"], e.data["value"]) for e in events[1:]] == [
+            (4, 2, 2.0)
+        ]
+        assert (await client.get(f"/v1/workloads/{workload_id}")).json()["replica_count"] == 2

@@ -193,8 +193,7 @@ class AutoscalerLoop:
         if desired < current:
             await self._yield(sorted(live, key=lambda r: r.index)[desired:])
         await self._store.scale_workload(workload.id, desired, ACTOR)
-        memory.last_scaled_at = self._clock.now()
-        await self._store.append_event(
+        scaled = await self._store.append_event(
             Event(
                 id=0,
                 kind=SCALED,
@@ -212,6 +211,8 @@ class AutoscalerLoop:
                 },
             )
         )
+        # The event's time, so that the cooldown counts as a new leader will read it back.
+        memory.last_scaled_at = scaled.at
         log.info(
             SCALED,
             customer=workload.customer_id,
