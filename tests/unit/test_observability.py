@@ -51,6 +51,8 @@ def test_metrics_switched_off_count_nothing_and_render_nothing() -> None:
     metrics.submitted.labels(customer="a", type="t").inc()
     metrics.queue_wait.labels(customer="a", type="t").observe(1.0)
     metrics.observe_queue({QueueKey("a", "gold"): 3}, {QueueKey("a", "gold"): 2.0})
+    metrics.fleet_desired_workers.labels(pool="gpu").set(2)
+    metrics.fleet_desired_workers.remove("gpu")
     assert metrics.render() == b""
 
 

@@ -72,6 +72,9 @@ class _Inert:
     def clear(self) -> None:
         pass
 
+    def remove(self, *_args: Any) -> None:
+        pass
+
 
 _INERT = _Inert()
 
@@ -215,6 +218,13 @@ class CoordinatorMetrics:
             "niyanta_slo_alert_active",
             "1 while a customer's SLO is breached.",
             ["customer", "slo"],
+            registry=r,
+        )
+
+        self.fleet_desired_workers = Gauge(
+            "niyanta_fleet_desired_workers",
+            "Workers each pool should run for its running and pending replicas (for HPA/KEDA).",
+            ["pool"],
             registry=r,
         )
 
