@@ -626,6 +626,25 @@ async def test_pending_per_customer_takes_each_customer_s_head_of_queue(
     assert [r.workload_id for r in window] == [old[0], urgent, theirs]  # still oldest first
 
 
+async def test_queue_depths_count_every_pending_replica_per_customer(
+    store: Store, clock: FakeClock
+) -> None:
+    assert await store.queue_depths() == []
+    first = clock.now()
+    await submit(store, replicas=3)
+    clock.advance(5)
+    await store.create_customer(Customer("other", "bronze"))
+    await store.submit_workload(WorkloadSpec("other", TYPE), "test")
+    placed = await running(store)  # running: not queued
+    assert [
+        (q.customer_id, q.pending, q.oldest_enqueued_at) for q in await store.queue_depths()
+    ] == [
+        (CUSTOMER, 3, first),
+        ("other", 1, first + 5),
+    ]
+    assert placed.state is S.RUNNING
+
+
 async def test_fail_stalled_retries_then_fails(store: Store, clock: FakeClock) -> None:
     r = await running(store)
     with pytest.raises(FencedOut):
@@ -664,6 +683,15 @@ async def test_events_append_and_query(store: Store, clock: FakeClock) -> None:
     after = await store.list_events(EventQuery(after_id=alerts[0].id))
     assert [e.id for e in after] == [alerts[1].id]
     assert [e.workload_id for e in await store.list_events(EventQuery(limit=1))] == [wid]
+
+
+async def test_events_since_a_time(store: Store, clock: FakeClock) -> None:
+    await store.append_event(Event(0, "slo.alert", 0.0, "slo-watch", data={"n": "old"}))
+    clock.advance(60.0)
+    later = clock.now()
+    await store.append_event(Event(0, "slo.alert", 0.0, "slo-watch", data={"n": "new"}))
+    recent = await store.list_events(EventQuery(kind_prefix="slo.", since=later))
+    assert [e.data["n"] for e in recent] == ["new"]
 
 
 async def test_autoscale_policies(store: Store) -> None:

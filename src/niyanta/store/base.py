@@ -158,6 +158,13 @@ class SubmitResult:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueDepth:
+    customer_id: str
+    pending: int
+    oldest_enqueued_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class StoreLimits:
     max_params_bytes: int = 256 * 1024
     max_checkpoint_bytes: int = 16 * 1024 * 1024
@@ -170,6 +177,8 @@ class EventQuery:
     customer_id: str | None = None
     kind_prefix: str | None = None
     after_id: int = 0
+    since: float | None = None
+    """Only events at or after this time (the SLO watch reads back its window)."""
     limit: int = 100
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -243,6 +252,10 @@ class Store(Protocol):
         elapsed are moved to pending first, in the same transaction), oldest first.
         ``per_customer``: at most that many of each customer, the first in the customer's own
         queue order (workload priority, highest first, then oldest)."""
+        ...
+
+    async def queue_depths(self) -> list[QueueDepth]:
+        """Per customer with pending replicas: how many, and the oldest one's enqueue time."""
         ...
 
     async def active_replicas(self, worker_id: str | None = None) -> list[Replica]:
