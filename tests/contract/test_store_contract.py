@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import sqlite3
 import subprocess
@@ -700,6 +701,48 @@ async def test_coordinators_heartbeat(store: Store, clock: FakeClock) -> None:
         CoordinatorInfo("c1", "http://a:8081", clock.now()),
         CoordinatorInfo("c2", "http://b:8080", clock.now()),
     ]
+
+
+# --- cancellation ------------------------------------------------------------------------------
+
+
+async def test_calls_cancelled_mid_flight_leave_the_store_usable(store: Store) -> None:
+    """A caller cancelled in the middle of a store call (a shutdown, a timeout around it) leaves
+    no transaction open: each cancelled call committed whole or left no trace, and every later
+    call works. Cancellations land at every point of a call: before BEGIN, between statements,
+    during COMMIT."""
+    rng = random.Random(11)
+    holders = [await running(store) for _ in range(3)]
+    keys: list[str] = []
+    for round_ in range(30):
+        calls: list[asyncio.Task[object]] = []
+        for i in range(3):
+            keys.append(f"cancel-{round_}-{i}")
+            spec = WorkloadSpec(CUSTOMER, TYPE, replicas=2, idempotency_key=keys[-1])
+            calls.append(asyncio.create_task(store.submit_workload(spec, "test")))
+        for r in holders:
+            checkpoint = SaveCheckpoint(r.key, r.fence, round_ + 1, b"state")
+            calls.append(asyncio.create_task(store.apply_writes([checkpoint])))
+        calls.append(asyncio.create_task(store.renew_leases("w1", [], 10)))
+        for _ in range(rng.randrange(12)):
+            await asyncio.sleep(0)
+        if rng.random() < 0.5:
+            await asyncio.sleep(rng.uniform(0, 0.004))
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+    for key in keys:  # each cancelled submit: all of it or nothing
+        again = await store.submit_workload(
+            WorkloadSpec(CUSTOMER, TYPE, replicas=2, idempotency_key=key), "test"
+        )
+        assert len(await store.list_replicas(again.workload.id)) == 2
+    for r in holders:  # checkpoints committed in order; the next one still advances
+        seq = (await store.get_replica(r.key)).checkpoint_seq
+        assert 0 <= seq <= 30
+        [saved] = await store.apply_writes([SaveCheckpoint(r.key, r.fence, 31, b"after")])
+        assert isinstance(saved, Checkpoint) and saved.seq == 31
+    fresh = await running(store, "w2")
+    assert (await write(store, CompleteReplica(fresh.key, fresh.fence))).state is S.SUCCEEDED
 
 
 # --- durability (SQLite) -----------------------------------------------------------------------
