@@ -72,6 +72,7 @@ from niyanta.store.base import (
     WriteResult,
 )
 from niyanta.store.factory import open_store
+from niyanta.store.fault_injection import FaultKind, FaultRule, FaultyStore, InjectedFault
 from niyanta.store.group_commit import GroupCommitter
 
 S = ReplicaState
@@ -325,29 +326,52 @@ def fenced_writes(r: Replica) -> list[tuple[FencedWrite, ReplicaState]]:
     ]
 
 
+def repeats(state: ReplicaState, w: FencedWrite) -> bool:
+    """Whether ``w`` at the current fence repeats a write that brought the replica to ``state``
+    (a retry after a lost acknowledgement): acknowledged, nothing written."""
+    match w:
+        case MarkRunning():
+            return state in {S.RUNNING, S.SUCCEEDED, S.FAILED, S.RETRYING}
+        case CompleteReplica():
+            return state is S.SUCCEEDED
+        case FailReplica():
+            return state in {S.RETRYING, S.FAILED}
+    return False
+
+
 async def test_every_fenced_transition_legal_and_illegal(store: Store, clock: FakeClock) -> None:
     """For each state and each write: applied exactly when the table allows it (releases only
-    from a worker's active states); otherwise IllegalTransition and nothing changes."""
+    from a worker's active states; a result from a scheduled replica implies it started);
+    acknowledged without effect when it repeats the write that reached the state; otherwise
+    IllegalTransition and nothing changes."""
     checked = 0
     for state in ReplicaState:
         for case in range(7):
             r = await replica_in(store, clock, state)
             w, target = fenced_writes(r)[case]
             history = await store.list_transitions(r.key.workload_id)
-            legal = can_transition(state, target) and (
+            implied_start = state is S.SCHEDULED and isinstance(w, CompleteReplica | FailReplica)
+            legal = (can_transition(state, target) or implied_start) and (
                 not isinstance(w, ReleaseReplica) or state in ACTIVE
             )
             result = await write(store, w)
             after = await store.get_replica(r.key)
-            if legal:
+            transitions = await store.list_transitions(r.key.workload_id)
+            if repeats(state, w):
+                assert result == r == after, (state, w, result)
+                assert transitions == history
+            elif legal:
                 assert isinstance(result, Replica), (state, w, result)
                 assert after.state is target
-                last = (await store.list_transitions(r.key.workload_id))[-1]
-                assert (last.from_state, last.to_state) == (state, target)
+                steps = [(t.from_state, t.to_state) for t in transitions[len(history) :]]
+                if implied_start:
+                    assert steps == [(state, S.RUNNING), (S.RUNNING, target)]
+                else:
+                    assert steps == [(state, target)]
             else:
                 assert isinstance(result, IllegalTransition), (state, w, result)
                 assert after == r
-                assert await store.list_transitions(r.key.workload_id) == history
+                assert transitions == history
             checked += 1
     assert checked == len(ReplicaState) * 7
 
@@ -703,6 +727,73 @@ async def test_coordinators_heartbeat(store: Store, clock: FakeClock) -> None:
     ]
 
 
+# --- faults: retries of calls that committed ----------------------------------------------------
+
+
+async def test_retries_of_writes_that_committed_unseen_are_recognised(store: Store) -> None:
+    """Every fenced write fails once after committing (the caller saw a lost connection) and is
+    retried as is: each retry is acknowledged with the state the first delivery made, nothing
+    is written twice, nothing refused."""
+    faulty = FaultyStore(store, [FaultRule(FaultKind.COMMITTED, methods={"apply_writes"})])
+    faults = faulty.as_store()
+    key = ReplicaKey(await submit(store), 0)
+    fence = (await assign(store, key)).fence
+    writes: list[FencedWrite] = [
+        MarkRunning(key, fence, "w1"),
+        SaveCheckpoint(key, fence, 1, b"one"),
+        SaveCheckpoint(key, fence, 2, b"two"),
+        CompleteReplica(key, fence, {"done": True}),
+    ]
+    for w in writes:
+        with pytest.raises(StoreUnavailable):
+            await faults.apply_writes([w])
+        first = await store.get_replica(key)
+        [again] = await store.apply_writes([w])
+        assert not isinstance(again, Exception), (w, again)
+        assert await store.get_replica(key) == first
+    replica = await store.get_replica(key)
+    assert (replica.state, replica.checkpoint_seq, replica.result) == (
+        S.SUCCEEDED,
+        2,
+        {"done": True},
+    )
+    steps = [(t.from_state, t.to_state) for t in await store.list_transitions(key.workload_id)]
+    assert steps == [(S.PENDING, S.SCHEDULED), (S.SCHEDULED, S.RUNNING), (S.RUNNING, S.SUCCEEDED)]
+    assert faulty.injected_into("apply_writes", FaultKind.COMMITTED) == len(writes)
+    checkpoint = await store.latest_checkpoint(key)
+    assert checkpoint is not None and (checkpoint.seq, checkpoint.data) == (2, b"two")
+
+
+async def test_failure_retried_after_commit_counts_one_attempt(store: Store) -> None:
+    r = await running(store)
+    error = ErrorInfo(ErrorClass.TRANSIENT, "flaky")
+    faulty = FaultyStore(store, [FaultRule(FaultKind.COMMITTED, calls={1})])
+    with pytest.raises(StoreUnavailable):
+        await faulty.as_store().apply_writes([FailReplica(r.key, r.fence, error, 1.0)])
+    [again] = await store.apply_writes([FailReplica(r.key, r.fence, error, 1.0)])
+    assert isinstance(again, Replica) and (again.state, again.attempt) == (S.RETRYING, 2)
+
+
+async def _pings(faulty: FaultyStore, n: int) -> list[bool | None]:
+    """``n`` pings through ``faulty``: the answer, or None for an injected fault."""
+    outcomes: list[bool | None] = []
+    for _ in range(n):
+        try:
+            outcomes.append(await faulty.as_store().ping())
+        except StoreUnavailable:
+            outcomes.append(None)
+    return outcomes
+
+
+async def test_fault_schedule_and_seeded_probability_repeat_exactly(store: Store) -> None:
+    scheduled = FaultyStore(store, [FaultRule(FaultKind.ERROR, calls={2, 3}, times=1)])
+    assert await _pings(scheduled, 4) == [True, None, True, True]  # call 3: over its one time
+    assert scheduled.injected == [InjectedFault("ping", 2, FaultKind.ERROR)]
+    rule = FaultRule(FaultKind.TIMEOUT, methods={"ping"}, probability=0.5)
+    runs = [await _pings(FaultyStore(store, [rule], seed=5), 30) for _ in range(2)]
+    assert runs[0] == runs[1] and 0 < runs[0].count(None) < 30
+
+
 # --- cancellation ------------------------------------------------------------------------------
 
 
@@ -752,6 +843,7 @@ WRITER = textwrap.dedent(
     import asyncio, sys
     from niyanta.model import Customer, WorkloadSpec, WorkloadType
     from niyanta.store.factory import open_store
+from niyanta.store.fault_injection import FaultKind, FaultRule, FaultyStore, InjectedFault
 
     async def main() -> None:
         store = await open_store(sys.argv[1])

@@ -67,6 +67,9 @@ from niyanta.store.base import (
 
 log = structlog.get_logger("niyanta.coordinator")
 
+STARTED_RETRY_S = 0.2
+"""Pause before writing a ``Started`` again that the store could not take."""
+
 NOT_RETRIED = frozenset({ErrorClass.PERMANENT, ErrorClass.RESOURCE})
 """Error classes that fail a replica at once; every other class (and an unknown one) retries."""
 
@@ -314,6 +317,13 @@ class MessageHandlers:
         key = ReplicaKey(started.workload_id, started.index)
 
         def refused(write: FencedWrite, exc: NiyantaError) -> None:
+            if isinstance(exc, StoreUnavailable):
+                # Not a refusal: the store was out of reach (the write may even have committed;
+                # a repeat of a committed start changes nothing). Write it again shortly.
+                asyncio.get_running_loop().call_later(
+                    STARTED_RETRY_S, self._writer.submit_detached, write, refused
+                )
+                return
             # Started for an assignment that moved on: the worker must stop it.
             log.info(
                 "replica.start_refused", code=exc.code, **self._fields(key, worker_id, write.fence)

@@ -185,17 +185,41 @@ def _require_active(row: ReplicaRow, what: str) -> None:
         )
 
 
+def unchanged(row: ReplicaRow) -> Change:
+    """A repeat of a write already applied (its first delivery committed, but its sender never
+    heard so and sent it again): acknowledged, nothing written, nothing recorded twice."""
+    return Change(row)
+
+
+def implied_start(write: FencedWrite, row: ReplicaRow, now: float) -> Change | None:
+    """A result or failure at the current fence of a replica still ``scheduled`` proves that
+    its holder started it (its ``Started`` write was lost, e.g. to a store fault): the replica
+    moves to running first, so that the result is recorded rather than refused."""
+    r = row.replica
+    if not isinstance(write, CompleteReplica | FailReplica) or r.state is not S.SCHEDULED:
+        return None
+    if write.fence != r.fence:
+        return None
+    actor = f"worker:{r.worker_id}" if r.worker_id else "coordinator"
+    return move(row, S.RUNNING, now=now, actor=actor, reason="started (implied)", started_at=now)
+
+
 def judge(write: FencedWrite, row: ReplicaRow, now: float, limits: StoreLimits) -> Change:
-    """The effect of one fenced write on ``row``, or the typed error that refuses it."""
+    """The effect of one fenced write on ``row``, or the typed error that refuses it. A write at
+    the current fence that was already applied (a retry after a lost acknowledgement) is
+    recognised and changes nothing: a worker holds one fence for one attempt, so the same fence
+    can start, complete or fail a replica only once."""
     check_fence(row, write.fence)
     r = row.replica
     actor = f"worker:{r.worker_id}" if r.worker_id else "coordinator"
     match write:
         case MarkRunning():
-            check_transition(r.state, S.RUNNING)
-            if write.worker_id != r.worker_id:
+            if write.worker_id != r.worker_id and r.state in ACTIVE:
                 # The token matches but another worker presents it: not the lease holder.
                 raise FencedOut(r.workload_id, r.index, write.fence, r.fence)
+            if r.state is not S.SCHEDULED and r.started_at is not None:
+                return unchanged(row)  # started already (or finished since) at this fence
+            check_transition(r.state, S.RUNNING)
             return move(row, S.RUNNING, now=now, actor=actor, reason="started", started_at=now)
         case RecordProgress():
             _require_active(row, "progress")
@@ -204,6 +228,8 @@ def judge(write: FencedWrite, row: ReplicaRow, now: float, limits: StoreLimits) 
         case SaveCheckpoint():
             return _checkpoint(write, row, now, limits)
         case CompleteReplica():
+            if r.state is S.SUCCEEDED:
+                return unchanged(row)
             return move(
                 row,
                 S.SUCCEEDED,
@@ -216,6 +242,8 @@ def judge(write: FencedWrite, row: ReplicaRow, now: float, limits: StoreLimits) 
                 progress=1.0,
             )
         case FailReplica():
+            if r.state in {S.RETRYING, S.FAILED} or (r.state is S.PENDING and r.error is not None):
+                return unchanged(row)  # failed already at this fence (retrying, or due again)
             return fail_attempt(row, write.error, write.retry_at, now=now, actor=actor)
         case ReleaseReplica():
             _require_active(row, "release")

@@ -768,11 +768,16 @@ class SqlStore(ABC):
                 if row is None:
                     results.append(UnknownReplica(f"no replica {write.key}"))
                     continue
+                started = changes.implied_start(write, row, now)
                 try:
-                    change = changes.judge(write, row, now, self._limits)
+                    change = changes.judge(
+                        write, row if started is None else started.after, now, self._limits
+                    )
                 except NiyantaError as refused:
                     results.append(refused)
                     continue
+                if started is not None:
+                    batch.apply(started)
                 replica = batch.apply(change)
                 if isinstance(write, SaveCheckpoint):
                     assert change.checkpoint is not None
