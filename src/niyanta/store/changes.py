@@ -208,7 +208,8 @@ def judge(write: FencedWrite, row: ReplicaRow, now: float, limits: StoreLimits) 
     """The effect of one fenced write on ``row``, or the typed error that refuses it. A write at
     the current fence that was already applied (a retry after a lost acknowledgement) is
     recognised and changes nothing: a worker holds one fence for one attempt, so the same fence
-    can start, complete or fail a replica only once."""
+    can start, complete or fail a replica only once (a repeat must also carry the same result or
+    error: a different one is refused)."""
     check_fence(row, write.fence)
     r = row.replica
     actor = f"worker:{r.worker_id}" if r.worker_id else "coordinator"
@@ -228,7 +229,7 @@ def judge(write: FencedWrite, row: ReplicaRow, now: float, limits: StoreLimits) 
         case SaveCheckpoint():
             return _checkpoint(write, row, now, limits)
         case CompleteReplica():
-            if r.state is S.SUCCEEDED:
+            if r.state is S.SUCCEEDED and r.result == write.result:
                 return unchanged(row)
             return move(
                 row,
@@ -242,14 +243,24 @@ def judge(write: FencedWrite, row: ReplicaRow, now: float, limits: StoreLimits) 
                 progress=1.0,
             )
         case FailReplica():
-            if r.state in {S.RETRYING, S.FAILED} or (r.state is S.PENDING and r.error is not None):
-                return unchanged(row)  # failed already at this fence (retrying, or due again)
+            failed_already = r.state in {S.RETRYING, S.FAILED} or (
+                r.state is S.PENDING and r.error is not None  # retrying, and due again
+            )
+            if failed_already and _same_error(r.error, write.error):
+                return unchanged(row)
             return fail_attempt(row, write.error, write.retry_at, now=now, actor=actor)
         case ReleaseReplica():
             _require_active(row, "release")
             if write.to_state not in {S.PENDING, S.PAUSED, S.CANCELLED}:
                 raise IllegalTransition(r.state.value, write.to_state.value)
             return hand_back(row, write.to_state, now=now, actor=actor, reason=write.reason)
+
+
+def _same_error(recorded: ErrorInfo | None, reported: ErrorInfo) -> bool:
+    return recorded is not None and (recorded.error_class, recorded.message) == (
+        reported.error_class,
+        reported.message,
+    )
 
 
 def _checkpoint(write: SaveCheckpoint, row: ReplicaRow, now: float, limits: StoreLimits) -> Change:
