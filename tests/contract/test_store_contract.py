@@ -65,6 +65,7 @@ from niyanta.store.base import (
     MarkRunning,
     RecordProgress,
     ReleaseReplica,
+    Repeated,
     SaveCheckpoint,
     Store,
     StoreLimits,
@@ -354,7 +355,7 @@ async def test_every_fenced_transition_legal_and_illegal(store: Store, clock: Fa
             after = await store.get_replica(r.key)
             transitions = await store.list_transitions(r.key.workload_id)
             if repeats(state, w):
-                assert result == r == after, (state, w, result)
+                assert result == Repeated(r) and after == r, (state, w, result)
                 assert transitions == history
             elif legal:
                 assert isinstance(result, Replica), (state, w, result)
@@ -597,7 +598,8 @@ async def test_checkpoints_advance_and_resume_point(store: Store, clock: FakeClo
     saved = await write(store, SaveCheckpoint(r.key, r.fence, 3, b"three"))
     assert isinstance(saved, Checkpoint) and saved.created_at == clock.now()
     repeat = await write(store, SaveCheckpoint(r.key, r.fence, 3, b"three"))
-    assert isinstance(repeat, Checkpoint) and repeat.seq == 3
+    assert isinstance(repeat, Repeated)
+    assert isinstance(repeat.state, Checkpoint) and repeat.state.seq == 3
     assert isinstance(
         await write(store, SaveCheckpoint(r.key, r.fence, 2, b"two")), CheckpointSeqConflict
     )
@@ -745,7 +747,7 @@ async def test_retries_of_writes_that_committed_unseen_are_recognised(store: Sto
             await faults.apply_writes([w])
         first = await store.get_replica(key)
         [again] = await store.apply_writes([w])
-        assert not isinstance(again, Exception), (w, again)
+        assert isinstance(again, Repeated), (w, again)
         assert await store.get_replica(key) == first
     replica = await store.get_replica(key)
     assert (replica.state, replica.checkpoint_seq, replica.result) == (
@@ -767,7 +769,8 @@ async def test_failure_retried_after_commit_counts_one_attempt(store: Store) -> 
     with pytest.raises(StoreUnavailable):
         await faulty.as_store().apply_writes([FailReplica(r.key, r.fence, error, 1.0)])
     [again] = await store.apply_writes([FailReplica(r.key, r.fence, error, 1.0)])
-    assert isinstance(again, Replica) and (again.state, again.attempt) == (S.RETRYING, 2)
+    assert isinstance(again, Repeated) and isinstance(again.state, Replica)
+    assert (again.state.state, again.state.attempt) == (S.RETRYING, 2)
 
 
 async def _pings(faulty: FaultyStore, n: int) -> list[bool | None]:

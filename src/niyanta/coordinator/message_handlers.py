@@ -61,6 +61,7 @@ from niyanta.store.base import (
     LeaseRenewal,
     MarkRunning,
     ReleaseReplica,
+    Repeated,
     SaveCheckpoint,
     Store,
 )
@@ -337,11 +338,13 @@ class MessageHandlers:
         key = ReplicaKey(message.workload_id, message.index)
         write = SaveCheckpoint(key, message.fence, message.seq, message.data)
         try:
-            await self._writer.submit(write)
+            saved = await self._writer.submit(write)
         except StoreUnavailable:
             raise  # no answer: the worker repeats the request until the store is back
         except NiyantaError as exc:
             return self._refused(worker_id, key, message.fence, exc, "checkpoint")
+        if isinstance(saved, Repeated):
+            return Ack()  # committed before; its acknowledgement was lost
         labels = self._labels(key.workload_id)
         self._metrics.checkpoint_writes.labels(**labels).inc()
         self._metrics.checkpoint_bytes.labels(**labels).inc(len(message.data))
@@ -360,6 +363,8 @@ class MessageHandlers:
             raise  # no answer: the worker repeats the request until the store is back
         except NiyantaError as exc:
             return self._refused(worker_id, key, message.fence, exc, "result")
+        if isinstance(replica, Repeated):
+            return Ack()  # recorded before; its acknowledgement was lost
         assert isinstance(replica, Replica)
         self._report(worker_id, message, replica)
         self._wake(None)

@@ -39,8 +39,8 @@ class Change:
     after: ReplicaRow
     transition: Transition | None = None
     checkpoint: Checkpoint | None = None
-    checkpoint_is_new: bool = True
-    """False when a repeated SaveCheckpoint is acknowledged without writing."""
+    repeated: bool = False
+    """A repeat of a write already applied: acknowledged, nothing written."""
 
 
 def move(
@@ -188,7 +188,7 @@ def _require_active(row: ReplicaRow, what: str) -> None:
 def unchanged(row: ReplicaRow) -> Change:
     """A repeat of a write already applied (its first delivery committed, but its sender never
     heard so and sent it again): acknowledged, nothing written, nothing recorded twice."""
-    return Change(row)
+    return Change(row, repeated=True)
 
 
 def implied_start(write: FencedWrite, row: ReplicaRow, now: float) -> Change | None:
@@ -276,7 +276,7 @@ def _checkpoint(write: SaveCheckpoint, row: ReplicaRow, now: float, limits: Stor
         return Change(
             row,
             checkpoint=replace(existing, created_at=r.checkpoint_at or now),
-            checkpoint_is_new=False,
+            repeated=True,
         )
     if write.seq <= r.checkpoint_seq:
         raise CheckpointSeqConflict(
