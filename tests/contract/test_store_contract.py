@@ -760,6 +760,39 @@ async def test_retries_of_writes_that_committed_unseen_are_recognised(store: Sto
     assert faulty.injected_into("apply_writes", FaultKind.COMMITTED) == len(writes)
     checkpoint = await store.latest_checkpoint(key)
     assert checkpoint is not None and (checkpoint.seq, checkpoint.data) == (2, b"two")
+    for to_state in (S.PENDING, S.PAUSED, S.CANCELLED):  # yields: the release bumps the token
+        held = await running(store)
+        release = ReleaseReplica(held.key, held.fence, "yielded", to_state)
+        with pytest.raises(StoreUnavailable):
+            await faults.apply_writes([release])
+        [again] = await store.apply_writes([release])
+        assert isinstance(again, Repeated) and isinstance(again.state, Replica)
+        assert (again.state.state, again.state.fence) == (to_state, held.fence + 1)
+        steps = [t.to_state for t in await store.list_transitions(held.key.workload_id)]
+        assert steps.count(to_state) == 1
+
+
+async def test_group_committer_retries_a_batch_the_store_could_not_take(store: Store) -> None:
+    """A blip is absorbed by the committer: a batch that failed before committing is applied
+    by the retry; one that committed unseen is answered Repeated by it, never written twice."""
+    r = await running(store)
+    faulty = FaultyStore(
+        store,
+        [
+            FaultRule(FaultKind.ERROR, methods={"apply_writes"}, calls={1}),
+            FaultRule(FaultKind.COMMITTED, methods={"apply_writes"}, calls={3}),
+        ],
+    )
+    committer = GroupCommitter(faulty.as_store(), retry_pause_s=0.001)
+    first = await committer.submit(SaveCheckpoint(r.key, r.fence, 1, b"one"))
+    assert isinstance(first, Checkpoint) and first.seq == 1
+    second = await committer.submit(SaveCheckpoint(r.key, r.fence, 2, b"two"))
+    assert isinstance(second, Repeated) and isinstance(second.state, Checkpoint)
+    assert second.state.seq == 2
+    assert faulty.calls["apply_writes"] == 4
+    await committer.close()
+    checkpoint = await store.latest_checkpoint(r.key)
+    assert checkpoint is not None and (checkpoint.seq, checkpoint.data) == (2, b"two")
 
 
 async def test_failure_retried_after_commit_counts_one_attempt(store: Store) -> None:

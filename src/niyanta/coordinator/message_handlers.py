@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from niyanta.broker.dedup import SeenIds
 from niyanta.broker.messages import (
     Ack,
     AnyMessage,
@@ -130,6 +131,8 @@ class MessageHandlers:
         self._is_leader = is_leader
         self._wake = wake_scheduler
         self._replies = RecentReplies()
+        self._reported = SeenIds()
+        """Results and checkpoints counted and logged, so that a repeat is not counted again."""
         self._send = send
         self._answering: set[asyncio.Task[None]] = set()
 
@@ -343,14 +346,18 @@ class MessageHandlers:
             raise  # no answer: the worker repeats the request until the store is back
         except NiyantaError as exc:
             return self._refused(worker_id, key, message.fence, exc, "checkpoint")
-        if isinstance(saved, Repeated):
-            return Ack()  # committed before; its acknowledgement was lost
-        labels = self._labels(key.workload_id)
-        self._metrics.checkpoint_writes.labels(**labels).inc()
-        self._metrics.checkpoint_bytes.labels(**labels).inc(len(message.data))
-        log.debug(
-            "checkpoint.saved", seq=message.seq, **self._fields(key, worker_id, message.fence)
-        )
+        # A Repeated write committed before while its caller saw a failure: reported now,
+        # unless this coordinator reported it already (the same write re-sent under a new id).
+        if self._reported.first_time(f"{key}@{message.fence}#{message.seq}"):
+            labels = self._labels(key.workload_id)
+            self._metrics.checkpoint_writes.labels(**labels).inc()
+            self._metrics.checkpoint_bytes.labels(**labels).inc(len(message.data))
+            log.debug(
+                "checkpoint.saved",
+                seq=message.seq,
+                repeated=isinstance(saved, Repeated),
+                **self._fields(key, worker_id, message.fence),
+            )
         return Ack()
 
     async def on_result(self, worker_id: str, message: Result) -> AnyMessage:
@@ -362,11 +369,14 @@ class MessageHandlers:
         except StoreUnavailable:
             raise  # no answer: the worker repeats the request until the store is back
         except NiyantaError as exc:
+            self._commands.stops.take(key, message.fence)
             return self._refused(worker_id, key, message.fence, exc, "result")
-        if isinstance(replica, Repeated):
-            return Ack()  # recorded before; its acknowledgement was lost
+        self._commands.stops.take(key, message.fence)
+        if isinstance(replica, Repeated):  # recorded before; its acknowledgement was lost
+            replica = replica.state
         assert isinstance(replica, Replica)
-        self._report(worker_id, message, replica)
+        if self._reported.first_time(f"{key}@{message.fence}"):
+            self._report(worker_id, message, replica)
         self._wake(None)
         if replica.state is ReplicaState.RETRYING:
             self._wake(replica.not_before)
@@ -377,7 +387,8 @@ class MessageHandlers:
         if message.outcome == "succeeded":
             return CompleteReplica(key, fence, message.result)
         if message.outcome == "yielded":
-            reason = self._commands.stops.take(key, fence) or StopReason.DRAIN
+            # Read, not taken: a write that fails is retried and needs the reason again.
+            reason = self._commands.stops.reason(key, fence) or StopReason.DRAIN
             to_state = {
                 StopReason.PAUSE: ReplicaState.PAUSED,
                 StopReason.CANCEL: ReplicaState.CANCELLED,

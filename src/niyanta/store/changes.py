@@ -210,6 +210,8 @@ def judge(write: FencedWrite, row: ReplicaRow, now: float, limits: StoreLimits) 
     recognised and changes nothing: a worker holds one fence for one attempt, so the same fence
     can start, complete or fail a replica only once (a repeat must also carry the same result or
     error: a different one is refused)."""
+    if _released_already(write, row):
+        return unchanged(row)
     check_fence(row, write.fence)
     r = row.replica
     actor = f"worker:{r.worker_id}" if r.worker_id else "coordinator"
@@ -254,6 +256,18 @@ def judge(write: FencedWrite, row: ReplicaRow, now: float, limits: StoreLimits) 
             if write.to_state not in {S.PENDING, S.PAUSED, S.CANCELLED}:
                 raise IllegalTransition(r.state.value, write.to_state.value)
             return hand_back(row, write.to_state, now=now, actor=actor, reason=write.reason)
+
+
+def _released_already(write: FencedWrite, row: ReplicaRow) -> bool:
+    """A release repeated after it committed: the release itself moved the token one on and
+    left the replica, unheld, in the state the release asked for."""
+    r = row.replica
+    return (
+        isinstance(write, ReleaseReplica)
+        and r.fence == write.fence + 1
+        and r.state is write.to_state
+        and r.worker_id is None
+    )
 
 
 def _same_error(recorded: ErrorInfo | None, reported: ErrorInfo) -> bool:
