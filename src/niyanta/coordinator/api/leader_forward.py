@@ -18,6 +18,8 @@ from niyanta.errors import NotLeader
 
 FORWARDED_BY = "x-niyanta-forwarded-by"
 FORWARD_TIMEOUT_S = 10.0
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+"""Listen addresses that name no host another coordinator could dial."""
 
 
 async def leader_answer(request: Request, service: CoordinatorService) -> Response | None:
@@ -30,6 +32,11 @@ async def leader_answer(request: Request, service: CoordinatorService) -> Respon
     url = await service.leader_url()
     if url is None:
         raise NotLeader("no coordinator leads at the moment; try again shortly")
+    if httpx.URL(url).host in WILDCARD_HOSTS:
+        raise NotLeader(
+            f"the leader publishes {url}, which other coordinators cannot reach: start it with"
+            " --advertise-url"
+        )
     headers = {FORWARDED_BY: service.coordinator_id}
     if "content-type" in request.headers:
         headers["content-type"] = request.headers["content-type"]
