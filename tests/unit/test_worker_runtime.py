@@ -38,6 +38,7 @@ from niyanta.broker.messages import (
 )
 from niyanta.clock import FakeClock
 from niyanta.errors import BrokerError
+from niyanta.model import ReplicaKey
 from niyanta.worker.config import WorkerSettings
 from niyanta.worker.runtime import JoinRefused, Worker
 
@@ -210,6 +211,8 @@ class FakeCoordinator:
     grant_leases: bool = True
     refuse_fences: set[int] = field(default_factory=set)
     fence_in_next_grant: list[InventoryItem] = field(default_factory=list)
+    rejoin_next_grants: int = 0
+    """Answer that many heartbeats with ``rejoin=true`` (a new leader that does not know us)."""
     unanswered_results: int = 0
     checkpoint_delay_s: float = 0.0
     refuse_hello: bool = False
@@ -233,7 +236,9 @@ class FakeCoordinator:
             if not self.grant_leases:
                 return None
             fenced, self.fence_in_next_grant = self.fence_in_next_grant, []
-            return LeaseGrant(ttl_s=self.lease_ttl_s, fenced=fenced)
+            rejoin = self.rejoin_next_grants > 0
+            self.rejoin_next_grants -= rejoin
+            return LeaseGrant(ttl_s=self.lease_ttl_s, fenced=fenced, rejoin=rejoin)
         if isinstance(message, Result) and self.unanswered_results > 0:
             self.unanswered_results -= 1
             return None
@@ -383,6 +388,18 @@ async def test_reconnect_sends_hello_again_with_inventory(hub: MemoryHub, rig: R
     assert [(i.workload_id, i.fence) for i in hello.inventory] == [("w1", 4)]
     assert hello.session == rig.coordinator.of(Hello)[0].session
     assert hello.inventory[0].checkpoint_seq >= 1
+
+
+async def test_a_grant_asking_to_rejoin_gets_one_hello_again_with_inventory(rig: Rig) -> None:
+    await rig.coordinator.start("w-1", "loop", fence=4)
+    await rig.coordinator.wait_for(CheckpointMsg)
+    rig.coordinator.rejoin_next_grants = 1
+    hello = await rig.coordinator.wait_for(Hello, lambda m: bool(m.inventory))
+    assert [(i.workload_id, i.fence) for i in hello.inventory] == [("w1", 4)]
+    assert hello.session == rig.coordinator.of(Hello)[0].session
+    await asyncio.sleep(0.3)  # heartbeats go on (every 50 ms); nobody asks again
+    assert len(rig.coordinator.of(Hello)) == 2
+    assert ReplicaKey("w1", 0) in rig.worker.running  # the replica kept running throughout
 
 
 # --- starting and writing -------------------------------------------------------------------------

@@ -78,6 +78,7 @@ class Worker:
         self._closing = False
         self._shut_down = False
         self._refusal: Refusal | None = None
+        self._rejoining: asyncio.Future[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -209,6 +210,18 @@ class Worker:
         except (BrokerError, TimeoutError) as exc:
             self.log.warning("could not announce new types", error=str(exc))
 
+    def _rejoin(self) -> None:
+        """The coordinator does not know this worker (a new leader over NATS, where no
+        reconnection prompts a Hello): say Hello again, with the inventory, once at a time."""
+        if self._rejoining is not None or self._draining or self._closing:
+            return
+        self.log.info("coordinator does not know this worker; joining again")
+        self._rejoining = asyncio.ensure_future(self._announce())
+        self._rejoining.add_done_callback(self._rejoined)
+
+    def _rejoined(self, task: asyncio.Future[None]) -> None:
+        self._rejoining = None
+
     # --- heartbeats and leases -------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
@@ -235,6 +248,8 @@ class Worker:
             return
         if isinstance(reply, LeaseGrant):
             self._apply_grant(reply, runs, sent_at)
+            if reply.rejoin:
+                self._rejoin()
         elif isinstance(reply, Refusal):
             self.log.warning("heartbeat refused", code=reply.code, reason=reply.reason)
 
