@@ -257,7 +257,9 @@ class WebSocketLink:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._open_timeout = open_timeout
-        self._backoff = backoff or Backoff(initial=0.05, maximum=5.0)
+        # At most 1 s between rounds: after a leader failover the workers must re-attach to
+        # the new leader well within the lease TTL (5 s), or their replicas fence themselves.
+        self._backoff = backoff or Backoff(initial=0.05, maximum=1.0)
         self._handler: WorkerHandler | None = None
         self._connect_handler: ConnectHandler | None = None
         self._ws: ClientConnection | None = None
