@@ -63,11 +63,14 @@ class FaultCluster:
         self.urls.append(url)
         return url
 
-    def start_worker(self, name: str, slots: int, wait: bool = True) -> Proc:
-        """Start a worker dialling every coordinator started so far; wait until it joined."""
+    def start_worker(
+        self, name: str, slots: int, wait: bool = True, urls: list[str] | None = None
+    ) -> Proc:
+        """Start a worker dialling ``urls`` (default: every coordinator started so far); wait
+        until it joined."""
         proc = self.group.start(
             name,
-            ["worker", "--coordinator", ",".join(self.urls), *self._broker_args(),
+            ["worker", "--coordinator", ",".join(urls or self.urls), *self._broker_args(),
              "--import", "tests.faults.workloads", "--id", name, "--slots", str(slots)],
         )  # fmt: skip
         if wait:

@@ -18,6 +18,7 @@ from tests.faults.cluster import (
     replicas,
     wait_finished,
 )
+from tests.faults.proxy import FlappingProxy
 from tests.faults.traces import assert_committed_once_in_order, figures, percentile, read_traces
 from tests.processes import wait_for
 
@@ -171,5 +172,40 @@ def test_sigterm_hands_replicas_over_without_a_lease_wait(
             sigterm_to_resume_p50_s=percentile(handovers, 50),
             sigterm_to_resume_max_s=max(handovers),
             redone_steps_total=0,
+            lost=sum(final[wid] != "succeeded" for wid in ids),
+        )
+
+
+def test_a_flapping_connection_never_lets_a_replica_commit_twice(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # Every cut releases the flapping worker's replicas at once (new fences) and places them
+    # again, on either worker; the old holder may still be mid-write when the link is back.
+    steps = 30
+    with fault_cluster(tmp_path, pg_url) as cluster:
+        url = cluster.start_coordinator("coord-a")
+        port = int(url.rsplit(":", 1)[1])
+        with FlappingProxy(port, period_s=1.5) as proxy:
+            cluster.start_worker("w-flapping", slots=10, urls=[proxy.url])
+            cluster.start_worker("w-steady", slots=5)
+            with cluster.client() as client:
+                ids = cluster.submit(client, 12, steps=steps, step_s=0.1)
+                final = wait_finished(client, ids, timeout=90)
+                ended = replicas(client, ids)
+                once = [completions(client, wid) for wid in ids]
+                refused = metric(url, "niyanta_fenced_writes")
+            cuts = proxy.cuts
+        assert cuts >= 2
+        assert [final[wid] for wid in ids] == ["succeeded"] * 12
+        assert once == [1] * 12
+        assert [ended[wid]["result"] for wid in ids] == [{"count": steps}] * 12
+        traces = read_traces(cluster.trace_dir)
+        assert_committed_once_in_order(traces.values(), steps)
+        figures(
+            test="flapping_connection",
+            cuts=cuts,
+            attempts=sum(len(t.starts()) for t in traces.values()),
+            redone_steps_total=sum(t.redone_steps() for t in traces.values()),
+            coordinator_fenced_writes=refused,
             lost=sum(final[wid] != "succeeded" for wid in ids),
         )
