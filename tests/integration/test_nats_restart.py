@@ -5,64 +5,20 @@ request/reply resumes in both directions. The test runs its own nats-server on a
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 
 import pytest
+from tests.faults.servers import NatsServer, own_nats
 
 from niyanta.broker.messages import AnyMessage, Drain, Hello, Progress, Welcome
 from niyanta.broker.nats import NatsEndpoint, NatsLink
 
-NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class NatsServer:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port)
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                return
-            except OSError:
-                assert time.monotonic() < deadline, "nats-server did not start"
-                await asyncio.sleep(0.02)
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-        self.proc = None
-
 
 @pytest.fixture
-async def nats_server() -> AsyncIterator[NatsServer]:
-    if not os.access(NATS_SERVER, os.X_OK):
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"{NATS_SERVER} not found; under CI=true this test must not skip")
-        pytest.skip(f"{NATS_SERVER} not found")
-    server = NatsServer(free_port())
-    await server.start()
-    try:
+def nats_server() -> Iterator[NatsServer]:
+    with own_nats() as server:
         yield server
-    finally:
-        await server.stop()
 
 
 async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> None:
@@ -108,13 +64,13 @@ async def test_request_reply_resumes_after_a_nats_restart(nats_server: NatsServe
         await link.connect()
         assert isinstance(hellos[0], Welcome)
 
-        await nats_server.stop()
+        nats_server.stop()
         await eventually(lambda: not link.connected)
         during_outage = asyncio.create_task(
             link.request(Hello(worker_id="w1", session="s"), timeout=15)
         )
         await asyncio.sleep(1.5)
-        await nats_server.start()
+        nats_server.start()
 
         assert isinstance(await during_outage, Welcome)
         await eventually(lambda: len(hellos) == 2)
