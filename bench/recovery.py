@@ -63,18 +63,20 @@ def cluster_in_tempdir(store: str | None, broker: str = "builtin") -> Iterator[F
 
 
 def kill_rounds(cluster: FaultCluster, rounds: int, steps: int) -> tuple[list[float], int, int]:
-    """SIGKILL a worker holding 20 replicas, ``rounds`` times; the survivor of each round is
-    the next round's victim. Returns kill-to-resume times, redone steps and workloads lost."""
+    """SIGKILL a worker holding 20 replicas, ``rounds`` times. Each round's replicas prefer
+    the victim's label, and the idle survivor becomes the next round's victim. Returns the
+    kill-to-resume times, redone steps and workloads lost."""
     cluster.start_coordinator("coord-a")
     latencies: list[float] = []
     lost = 0
-    victim = cluster.start_worker("w-0", slots=REPLICAS)
+    victim = cluster.start_worker("w-0", slots=REPLICAS, labels="gen=0")
     with cluster.client() as client:
         for n in range(rounds):
-            ids = cluster.submit(client, REPLICAS, steps=steps, step_s=0.1)
+            survivor = cluster.start_worker(f"w-{n + 1}", slots=REPLICAS, labels=f"gen={n + 1}")
+            prefer = {"preferred": [{"key": "gen", "op": "In", "values": [str(n)], "weight": 100}]}
+            ids = cluster.submit(client, REPLICAS, steps=steps, step_s=0.1, affinity=prefer)
             name = f"w-{n}"
             wait_for(partial(all_running_on, client, ids, name), 60, 0.1, f"20 on {name}")
-            survivor = cluster.start_worker(f"w-{n + 1}", slots=REPLICAS)
             killed_at = time.time()
             victim.signal(signal.SIGKILL)
             final = wait_finished(client, ids, timeout=120)

@@ -64,14 +64,20 @@ class FaultCluster:
         return url
 
     def start_worker(
-        self, name: str, slots: int, wait: bool = True, urls: list[str] | None = None
+        self,
+        name: str,
+        slots: int,
+        wait: bool = True,
+        urls: list[str] | None = None,
+        labels: str = "",
     ) -> Proc:
         """Start a worker dialling ``urls`` (default: every coordinator started so far); wait
         until it joined."""
         proc = self.group.start(
             name,
             ["worker", "--coordinator", ",".join(urls or self.urls), *self._broker_args(),
-             "--import", "tests.faults.workloads", "--id", name, "--slots", str(slots)],
+             "--import", "tests.faults.workloads", "--id", name, "--slots", str(slots),
+             "--labels", labels],
         )  # fmt: skip
         if wait:
             wait_for(lambda: '"joined"' in proc.log(), timeout=30, what=f"{name} joined")
@@ -87,6 +93,7 @@ class FaultCluster:
         steps: int,
         step_s: float,
         traced: bool = True,
+        affinity: dict[str, Any] | None = None,
         **extra: Any,
     ) -> list[str]:
         if not self._customer_created:
@@ -95,7 +102,10 @@ class FaultCluster:
         params: dict[str, Any] = {"steps": steps, "step_s": step_s, **extra}
         if traced:
             params["trace_dir"] = str(self.trace_dir)
-        return [client.submit(CUSTOMER, TYPE, params).workload["id"] for _ in range(count)]
+        return [
+            client.submit(CUSTOMER, TYPE, params, affinity=affinity).workload["id"]
+            for _ in range(count)
+        ]
 
 
 def replicas(client: NiyantaClient, ids: list[str]) -> dict[str, dict[str, Any]]:
