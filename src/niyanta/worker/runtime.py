@@ -166,8 +166,12 @@ class Worker:
     # --- joining ---------------------------------------------------------------------------------
 
     async def _join(self) -> None:
-        """on_connect: Hello as a request; Welcome sets the heartbeat interval and lease TTL."""
+        """on_connect: a new connection is not joined until the coordinator welcomes us."""
         self._joined.clear()
+        await self._say_hello()
+
+    async def _say_hello(self) -> None:
+        """Hello as a request; Welcome sets the heartbeat interval and lease TTL."""
         reply = await self._link.request(self._hello(), timeout=self.settings.request_timeout_s)
         if isinstance(reply, Welcome):
             self.heartbeat_interval_s = reply.heartbeat_interval_s
@@ -204,9 +208,10 @@ class Worker:
         )
 
     async def _announce(self) -> None:
-        """Send Hello again on a live connection so the coordinator learns new types."""
+        """Send Hello again on a live connection (new types; a coordinator that does not know
+        us). Heartbeats go on meanwhile: if this Hello is lost, the next grant asks again."""
         try:
-            await self._join()
+            await self._say_hello()
         except (BrokerError, TimeoutError) as exc:
             self.log.warning("could not announce new types", error=str(exc))
 
