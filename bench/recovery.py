@@ -43,6 +43,7 @@ from tests.faults.cluster import (
     fault_cluster,
     leader,
     metric,
+    prefer,
     replicas,
     wait_finished,
 )
@@ -64,18 +65,17 @@ def cluster_in_tempdir(store: str | None, broker: str = "builtin") -> Iterator[F
 
 def kill_rounds(cluster: FaultCluster, rounds: int, steps: int) -> tuple[list[float], int, int]:
     """SIGKILL a worker holding 20 replicas, ``rounds`` times. Each round's replicas prefer
-    the victim's label, and the idle survivor becomes the next round's victim. Returns the
+    the victim, and the idle survivor becomes the next round's victim. Returns the
     kill-to-resume times, redone steps and workloads lost."""
     cluster.start_coordinator("coord-a")
     latencies: list[float] = []
     lost = 0
-    victim = cluster.start_worker("w-0", slots=REPLICAS, labels="gen=0")
+    victim = cluster.start_worker("w-0", slots=REPLICAS, labels="role=w-0")
     with cluster.client() as client:
         for n in range(rounds):
-            survivor = cluster.start_worker(f"w-{n + 1}", slots=REPLICAS, labels=f"gen={n + 1}")
-            prefer = {"preferred": [{"key": "gen", "op": "In", "values": [str(n)], "weight": 100}]}
-            ids = cluster.submit(client, REPLICAS, steps=steps, step_s=0.1, affinity=prefer)
-            name = f"w-{n}"
+            name, next_name = f"w-{n}", f"w-{n + 1}"
+            survivor = cluster.start_worker(next_name, slots=REPLICAS, labels=f"role={next_name}")
+            ids = cluster.submit(client, REPLICAS, steps=steps, step_s=0.1, affinity=prefer(name))
             wait_for(partial(all_running_on, client, ids, name), 60, 0.1, f"20 on {name}")
             killed_at = time.time()
             victim.signal(signal.SIGKILL)
@@ -93,11 +93,13 @@ def kill_rounds(cluster: FaultCluster, rounds: int, steps: int) -> tuple[list[fl
 
 def zombie(cluster: FaultCluster) -> dict[str, Any]:
     url = cluster.start_coordinator("coord-a")
-    frozen = cluster.start_worker("w-zombie", slots=4)
+    frozen = cluster.start_worker("w-zombie", slots=4, labels="role=w-zombie")
+    cluster.start_worker("w-other", slots=4)
     with cluster.client() as client:
-        ids = cluster.submit(client, 4, steps=60, step_s=0.03, blocking=True)
+        ids = cluster.submit(
+            client, 4, steps=60, step_s=0.03, affinity=prefer("w-zombie"), blocking=True
+        )
         wait_for(lambda: all_running_on(client, ids, "w-zombie"), 60, 0.1, "4 on w-zombie")
-        cluster.start_worker("w-other", slots=4)
         fences = {wid: r["fence"] for wid, r in replicas(client, ids).items()}
         frozen_at = time.time()
         frozen.signal(signal.SIGSTOP)

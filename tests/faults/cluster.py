@@ -108,6 +108,13 @@ class FaultCluster:
         ]
 
 
+def prefer(worker: str) -> dict[str, Any]:
+    """Soft affinity to the worker started with ``labels=f"role={worker}"``: replicas land on
+    it while it has room, and go elsewhere once it is gone. A fault test starts the worker that
+    takes over before submitting, so that the victim is killed while its replicas still run."""
+    return {"preferred": [{"key": "role", "op": "In", "values": [worker], "weight": 100}]}
+
+
 def replicas(client: NiyantaClient, ids: list[str]) -> dict[str, dict[str, Any]]:
     """Replica 0 of each workload, by workload id (``fault-steps`` workloads have one)."""
     return {wid: client.get_workload(wid)["replicas"][0] for wid in ids}

@@ -15,6 +15,7 @@ from tests.faults.cluster import (
     completions,
     fault_cluster,
     metric,
+    prefer,
     replicas,
     wait_finished,
 )
@@ -31,11 +32,11 @@ def test_sigkill_resumes_every_replica_from_its_last_committed_checkpoint(
     steps = 30
     with fault_cluster(tmp_path, pg_url) as cluster:
         cluster.start_coordinator("coord-a")
-        victim = cluster.start_worker("w-victim", slots=20)
+        victim = cluster.start_worker("w-victim", slots=20, labels="role=w-victim")
+        cluster.start_worker("w-survivor", slots=20)
         with cluster.client() as client:
-            ids = cluster.submit(client, 20, steps=steps, step_s=0.1)
+            ids = cluster.submit(client, 20, steps=steps, step_s=0.1, affinity=prefer("w-victim"))
             wait_for(lambda: all_running_on(client, ids, "w-victim"), 30, 0.1, "20 on w-victim")
-            cluster.start_worker("w-survivor", slots=20)
             killed_at = time.time()
             victim.signal(signal.SIGKILL)
             final = wait_finished(client, ids, timeout=60)
@@ -80,12 +81,14 @@ def test_sigstopped_worker_wakes_up_fenced_and_every_write_it_tries_is_refused(
     timing = Timing()
     with fault_cluster(tmp_path, pg_url, timing=timing) as cluster:
         url = cluster.start_coordinator("coord-a")
-        zombie = cluster.start_worker("w-zombie", slots=4)
+        zombie = cluster.start_worker("w-zombie", slots=4, labels="role=w-zombie")
+        cluster.start_worker("w-other", slots=8)
         with cluster.client() as client:
             # Blocking steps: the zombie is frozen mid-step and writes as soon as it wakes.
-            ids = cluster.submit(client, 4, steps=steps, step_s=0.03, blocking=True)
+            ids = cluster.submit(
+                client, 4, steps=steps, step_s=0.03, affinity=prefer("w-zombie"), blocking=True
+            )
             wait_for(lambda: all_running_on(client, ids, "w-zombie"), 30, 0.1, "4 on w-zombie")
-            cluster.start_worker("w-other", slots=8)
             fences = {wid: r["fence"] for wid, r in replicas(client, ids).items()}
             zombie.signal(signal.SIGSTOP)
             stopped_at = time.time()
@@ -142,11 +145,11 @@ def test_sigterm_hands_replicas_over_without_a_lease_wait(
     steps = 40
     with fault_cluster(tmp_path, pg_url, broker=nats_url, timing=timing) as cluster:
         cluster.start_coordinator("coord-a")
-        leaving = cluster.start_worker("w-leaving", slots=10)
+        leaving = cluster.start_worker("w-leaving", slots=10, labels="role=w-leaving")
+        cluster.start_worker("w-staying", slots=10)
         with cluster.client() as client:
-            ids = cluster.submit(client, 10, steps=steps, step_s=0.1)
+            ids = cluster.submit(client, 10, steps=steps, step_s=0.1, affinity=prefer("w-leaving"))
             wait_for(lambda: all_running_on(client, ids, "w-leaving"), 30, 0.1, "10 placed")
-            cluster.start_worker("w-staying", slots=10)
             signalled_at = time.time()
             leaving.signal(signal.SIGTERM)
             final = wait_finished(client, ids, timeout=60)
