@@ -6,7 +6,8 @@ import asyncio
 import importlib
 import os
 import sys
-from typing import TYPE_CHECKING, Annotated
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -52,6 +53,41 @@ ClusterOption = Annotated[
 ]
 
 
+LogLevelOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="NIYANTA_LOG_LEVEL",
+        help="DEBUG, INFO, WARNING or ERROR (default INFO)",
+        case_sensitive=False,
+    ),
+]
+LogFormatOption = Annotated[
+    str,
+    typer.Option(
+        help="json (one object a line), console (for humans) or auto (console on a terminal)",
+        callback=lambda value: _choice(value, ("auto", "json", "console"), "--log-format"),
+    ),
+]
+
+
+def _choice(value: str, choices: tuple[str, ...], name: str) -> str:
+    if value not in choices:
+        raise typer.BadParameter(f"{value!r}: use one of {', '.join(choices)}", param_hint=name)
+    return value
+
+
+def set_up_observability(service: str, level: str | None, fmt: str) -> None:
+    """Logs on stderr and, when configured (``OTEL_*``, ``NIYANTA_TRACE_FILE``), traces."""
+    from niyanta.observability.logging import LogFormat, configure_logging
+    from niyanta.observability.tracing import configure_tracing
+
+    try:
+        configure_logging(level, cast("LogFormat", fmt))  # one of LogFormatOption's choices
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--log-level") from None
+    configure_tracing(service)
+
+
 def import_workload_modules(modules: str) -> list[str]:
     """Import each comma-separated module so that its ``@workload`` types register.
 
@@ -71,11 +107,17 @@ def import_workload_modules(modules: str) -> list[str]:
     return names
 
 
-def _labels_option(value: str) -> dict[str, str]:
+def _labels_option(value: str, hint: str = "--labels") -> dict[str, str]:
     try:
         return parse_labels(value)
     except InvalidInput as error:
-        raise typer.BadParameter(error.message) from None
+        raise typer.BadParameter(error.message, param_hint=hint) from None
+
+
+class FleetScalerName(StrEnum):
+    NONE = "none"
+    KUBERNETES = "kubernetes"
+    EC2 = "ec2"
 
 
 def worker(
@@ -110,11 +152,21 @@ def worker(
         typer.Option(envvar="NIYANTA_WORKER_TOKEN", help="shared worker token, if required"),
     ] = None,
     cluster: ClusterOption = "default",
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            envvar="NIYANTA_WORKER_HEALTH_PORT",
+            help="serve /health and /ready on this port for probes (default: no probe port)",
+        ),
+    ] = None,
+    log_level: LogLevelOption = None,
+    log_format: LogFormatOption = "auto",
 ) -> None:
     """Run a worker: join the coordinator, run replicas; SIGTERM/SIGINT drains it."""
     from niyanta.broker.factory import open_worker_link
     from niyanta.cli.runners import run_worker
-    from niyanta.observability.logging import configure_logging
     from niyanta.worker.config import WorkerSettings
     from niyanta.worker.runtime import Worker
 
@@ -131,6 +183,7 @@ def worker(
         ("cpu", cpu),
         ("memory_mb", memory_mb),
         ("token", token),
+        ("health_port", health_port),
     ):
         if value is not None:
             fields[name] = value
@@ -141,7 +194,7 @@ def worker(
         )
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--broker") from None
-    configure_logging()
+    set_up_observability("niyanta-worker", log_level, log_format)
     asyncio.run(run_worker(Worker(settings, link)))
 
 
@@ -176,6 +229,7 @@ def coordinator_settings(
     heartbeat: float | None = None,
     advertise_url: str | None = None,
     cluster: str | None = None,
+    control: dict[str, object] | None = None,
 ) -> CoordinatorSettings:
     """Settings from the command's options; options left unset keep the settings' defaults
     (or their ``NIYANTA_COORDINATOR_*`` environment values)."""
@@ -189,10 +243,14 @@ def coordinator_settings(
         ("heartbeat_interval_s", heartbeat),
         ("advertise_url", advertise_url),
         ("cluster", cluster),
+        *(control or {}).items(),
     ):
         if value is not None:
             fields[name] = value
-    return CoordinatorSettings.model_validate(fields)
+    try:
+        return CoordinatorSettings.model_validate(fields)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
 
 
 def coordinator(
@@ -212,11 +270,38 @@ def coordinator(
         typer.Option(help="URL others reach this coordinator at (default: http://LISTEN)"),
     ] = None,
     cluster: ClusterOption = "default",
+    alert_webhook: Annotated[
+        str | None,
+        typer.Option(
+            envvar="NIYANTA_COORDINATOR_ALERT_WEBHOOK",
+            help="URL SLO alerts and resolutions are POSTed to as JSON",
+        ),
+    ] = None,
+    slo_window: Annotated[
+        float | None, typer.Option(min=1.0, help="seconds the SLO measures look back over")
+    ] = None,
+    fleet_scaler: Annotated[
+        FleetScalerName | None,
+        typer.Option(help="also resize worker pools: kubernetes Deployments or ec2 groups"),
+    ] = None,
+    fleet_pools: Annotated[
+        str,
+        typer.Option(help="pool=Deployment (kubernetes) or pool=group (ec2), comma-separated"),
+    ] = "",
+    kubernetes_api_url: Annotated[
+        str | None,
+        typer.Option(help="Kubernetes API URL (default: in-cluster, the service account)"),
+    ] = None,
+    kubernetes_namespace: Annotated[
+        str | None, typer.Option(help="namespace of the worker Deployments")
+    ] = None,
+    log_level: LogLevelOption = None,
+    log_format: LogFormatOption = "auto",
 ) -> None:
     """Run a coordinator: the HTTP API, the built-in broker, and (while it leads) the
-    scheduler and lease monitor. Several coordinators on one store elect a leader."""
+    scheduler, lease monitor, SLO watch, autoscaler and fleet sizing. Several coordinators on
+    one store elect a leader."""
     from niyanta.coordinator.server import run_coordinator
-    from niyanta.observability.logging import configure_logging
 
     settings = coordinator_settings(
         store=store,
@@ -227,8 +312,16 @@ def coordinator(
         heartbeat=heartbeat,
         advertise_url=advertise_url,
         cluster=cluster,
+        control={
+            "alert_webhook": alert_webhook,
+            "slo_window_s": slo_window,
+            "fleet_scaler": fleet_scaler.value if fleet_scaler else None,
+            "fleet_pools": _labels_option(fleet_pools, "--fleet-pools") or None,
+            "kubernetes_api_url": kubernetes_api_url,
+            "kubernetes_namespace": kubernetes_namespace,
+        },
     )
-    configure_logging()
+    set_up_observability("niyanta-coordinator", log_level, log_format)
     run_coordinator(settings)
 
 
@@ -241,16 +334,17 @@ def dev(
     listen: ListenOption = "127.0.0.1:8080",
     store: StoreOption = DEFAULT_STORE_URL,
     slots: Annotated[int, typer.Option(min=1, help="slots per worker")] = 4,
+    log_level: LogLevelOption = None,
+    log_format: LogFormatOption = "auto",
 ) -> None:
     """All in one process: a coordinator and N workers on SQLite and the in-memory broker,
     serving the HTTP API (for trying Niyanta out and for tests)."""
     from niyanta.cli.runners import run_dev
-    from niyanta.observability.logging import configure_logging
 
     if not store.startswith("sqlite:///"):
         raise typer.BadParameter("niyanta dev runs on SQLite: sqlite:///PATH", param_hint="--store")
     settings = coordinator_settings(store=store, broker="memory", listen=listen)
     import_workload_modules(import_modules)
-    configure_logging()
+    set_up_observability("niyanta-dev", log_level, log_format)
     typer.echo(f"niyanta dev: API on {settings.url}, {workers} worker(s), store {store}", err=True)
     asyncio.run(run_dev(settings, workers, slots))

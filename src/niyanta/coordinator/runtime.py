@@ -1,6 +1,6 @@
 """One coordinator process's moving parts, wired together: the broker endpoint, the message
 handlers, leader election, and the loops only the leader runs (scheduling, lease monitor,
-progress flush)."""
+progress flush, SLO watch and its webhook, autoscaler, fleet sizing)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ from typing import Any
 
 import structlog
 
+from niyanta.autoscale.fleet import PoolBounds
 from niyanta.broker.base import CoordinatorEndpoint
 from niyanta.clock import Clock
+from niyanta.coordinator.alert_webhook import AlertWebhook
+from niyanta.coordinator.autoscaler_loop import AutoscalerLoop
 from niyanta.coordinator.catalog import Catalog
+from niyanta.coordinator.fleet_loop import FleetLoop, fleet_scaler_from
 from niyanta.coordinator.leader import LeaderElection
 from niyanta.coordinator.lease_monitor import LeaseMonitor
 from niyanta.coordinator.message_handlers import MessageHandlers
@@ -20,10 +24,12 @@ from niyanta.coordinator.ordered_writes import OrderedWriter
 from niyanta.coordinator.progress_buffer import ProgressBuffer
 from niyanta.coordinator.scheduling_loop import SchedulingLoop
 from niyanta.coordinator.settings import CoordinatorSettings
+from niyanta.coordinator.slo_watch import SloWatch
 from niyanta.coordinator.stopper import Stopper
 from niyanta.coordinator.worker_commands import WorkerCommands
 from niyanta.coordinator.worker_registry import WorkerRegistry
-from niyanta.observability.metrics import CoordinatorMetrics
+from niyanta.observability.metrics import DEFAULT_POOL, CoordinatorMetrics, WorkerSample
+from niyanta.slo.evaluator import SloWindow
 from niyanta.store.base import Store
 from niyanta.store.group_commit import GroupCommitter
 
@@ -101,6 +107,40 @@ class CoordinatorRuntime:
             lease_ttl_s=settings.lease_ttl_s,
             wake_scheduler=self.scheduling.wake,
         )
+        self.webhook = AlertWebhook(settings.alert_webhook) if settings.alert_webhook else None
+        self.slo_watch = SloWatch(
+            store=store,
+            catalog=self.catalog,
+            metrics=metrics,
+            clock=clock,
+            window=SloWindow(settings.slo_window_s, settings.slo_min_samples),
+            interval_s=settings.slo_interval_s,
+            webhook=self.webhook,
+        )
+        self.autoscaler = AutoscalerLoop(
+            store=store,
+            catalog=self.catalog,
+            progress=self.progress,
+            commands=self.commands,
+            clock=clock,
+            interval_s=settings.autoscale_interval_s,
+            yield_grace_s=settings.lease_ttl_s,
+        )
+        self.fleet = FleetLoop(
+            store=store,
+            catalog=self.catalog,
+            registry=self.registry,
+            metrics=metrics,
+            bounds=PoolBounds(
+                settings.fleet_min_workers,
+                settings.fleet_max_workers,
+                settings.fleet_slots_per_worker,
+            ),
+            interval_s=settings.fleet_interval_s,
+            scaler=fleet_scaler_from(settings),
+            scaled_pools=frozenset(settings.fleet_pools),
+        )
+        metrics.before_scrape(self._observe_workers)
         self._election: asyncio.Task[None] | None = None
         self._electing = Stopper()
         self._loops: list[asyncio.Task[None]] = []
@@ -140,10 +180,16 @@ class CoordinatorRuntime:
         self._spawn(self.scheduling.run(self._leading), "scheduling")
         self._spawn(self.leases.run(self._leading), "lease-monitor")
         self._spawn(self.progress.run(self._leading), "progress")
+        self._spawn(self.slo_watch.run(self._leading), "slo-watch")
+        self._spawn(self.autoscaler.run(self._leading), "autoscaler")
+        self._spawn(self.fleet.run(self._leading), "fleet")
+        if self.webhook is not None:
+            self._spawn(self.webhook.run(self._leading), "alert-webhook")
         self.scheduling.wake()
 
     async def _follow(self) -> None:
         await self._stop_loops()
+        self.metrics.observe_queue({}, {})  # the new leader reports the queue now
         self.registry.clear()
         self.commands.stops.clear()
         # Drop every worker connection, so that the workers find the new leader.
@@ -157,6 +203,18 @@ class CoordinatorRuntime:
         self._leading.stop()
         self.scheduling.wake()
         await _finish(loops)
+
+    def _observe_workers(self) -> None:
+        self.metrics.observe_workers(
+            WorkerSample(
+                pool=record.labels.get("pool", DEFAULT_POOL),
+                state=record.state.value if record.healthy else "unhealthy",
+                slots=record.capacity.slots,
+                free_slots=record.free.slots,
+                reported=record.metrics,
+            )
+            for record in self.registry.snapshot()
+        )
 
     async def _on_disconnect(self, worker_id: str) -> None:
         if not self.leader.is_leader:

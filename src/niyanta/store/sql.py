@@ -506,12 +506,13 @@ class SqlStore(ABC):
                 state=S.PENDING,
                 created_at=now,
                 updated_at=now,
+                traceparent=spec.traceparent,
             )
             inserted = await tx.fetchrow(
                 "INSERT INTO workloads (id, customer_id, type_name, type_version, params,"
                 " spec_digest, mode, replicas, affinity, priority, idempotency_key, labels, state,"
-                " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-                " $12, $13, $14, $15) ON CONFLICT DO NOTHING RETURNING id",
+                " created_at, updated_at, traceparent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
+                " $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING RETURNING id",
                 workload.id,
                 workload.customer_id,
                 workload.type_name,
@@ -527,6 +528,7 @@ class SqlStore(ABC):
                 workload.state.value,
                 now,
                 now,
+                workload.traceparent,
             )
             if inserted is None:
                 # A concurrent submit with the same key committed first: return its workload.
@@ -977,6 +979,9 @@ class SqlStore(ABC):
             if value is not None:
                 args.append(value)
                 conditions.append(f"{column} = ${len(args)}")
+        if query.since is not None:
+            args.append(query.since)
+            conditions.append(f"at >= ${len(args)}")
         if query.kind_prefix:
             args += [len(query.kind_prefix), query.kind_prefix]
             conditions.append(f"substr(kind, 1, ${len(args) - 1}) = ${len(args)}")

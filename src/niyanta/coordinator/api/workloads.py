@@ -35,9 +35,11 @@ async def submit(
     service: Service,
     response: Response,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+    traceparent: Annotated[str | None, Header(max_length=256)] = None,
 ) -> WorkloadOut:
     """201 when created; 200 with the existing workload for a known idempotency key (from the
-    ``Idempotency-Key`` header or the body field); 409 for that key with a different payload."""
+    ``Idempotency-Key`` header or the body field); 409 for that key with a different payload.
+    A W3C ``traceparent`` header makes the workload's trace a child of the caller's."""
     key = body.idempotency_key
     if idempotency_key is not None:
         if key is not None and key != idempotency_key:
@@ -54,6 +56,7 @@ async def submit(
         priority=body.priority,
         idempotency_key=key,
         labels=body.labels,
+        traceparent=traceparent,
     )
     result, view = await service.submit(spec)
     if not result.created:
