@@ -96,7 +96,9 @@ class SchedulingLoop:
             await self._observe_queue(pending)
         if not pending:
             return 0
-        workers = self._registry.views(self._endpoint.connected_workers())
+        workers = self._registry.views(
+            self._endpoint.connected_workers(), self._settings.lease_ttl_s
+        )
         if not any(w.schedulable for w in workers):
             return 0
         active = await self._store.active_replicas()
