@@ -14,7 +14,7 @@ from niyanta.coordinator.runtime import CoordinatorRuntime
 from niyanta.coordinator.type_info import info_from_type
 from niyanta.coordinator.worker_commands import StopReason
 from niyanta.coordinator.worker_registry import WorkerRecord
-from niyanta.errors import BrokerError, InvalidInput, NotLeader, UnknownWorker
+from niyanta.errors import BrokerError, InvalidInput, NiyantaError, NotLeader, UnknownWorker
 from niyanta.model import (
     AutoscalePolicy,
     Checkpoint,
@@ -121,8 +121,23 @@ class CoordinatorService:
         """The result and the workload: as just created (its replicas pending, fence 0, without
         reading it back), or as it is now for a known idempotency key."""
         result = await self._store.submit_workload(spec, API_ACTOR)
+        if result.created:
+            self._rt.wake_scheduler()
+        return result, await self._view(result)
+
+    async def submit_many(
+        self, specs: list[WorkloadSpec]
+    ) -> list[tuple[SubmitResult, WorkloadView] | NiyantaError]:
+        """Many submits in one store transaction, each judged alone: per spec, in order, what
+        ``submit`` returns or the error that refused it."""
+        results = await self._store.submit_workloads(specs, API_ACTOR)
+        if any(isinstance(r, SubmitResult) and r.created for r in results):
+            self._rt.wake_scheduler()
+        return [r if isinstance(r, NiyantaError) else (r, await self._view(r)) for r in results]
+
+    async def _view(self, result: SubmitResult) -> WorkloadView:
         if not result.created:
-            return result, await self.get_workload(result.workload.id)
+            return await self.get_workload(result.workload.id)
         w = result.workload
         self._rt.catalog.remember(w)
         self._rt.metrics.submitted.labels(
@@ -135,12 +150,11 @@ class CoordinatorService:
             type=w.type_name,
             replicas=w.replicas,
         )
-        self._rt.wake_scheduler()
         replicas = [
             Replica(w.id, i, ReplicaState.PENDING, fence=0, attempt=1, enqueued_at=w.created_at)
             for i in range(w.replicas)
         ]
-        return result, WorkloadView(w, replicas)
+        return WorkloadView(w, replicas)
 
     async def get_workload(self, workload_id: str) -> WorkloadView:
         workload = await self._store.get_workload(workload_id)

@@ -30,6 +30,7 @@ from niyanta.model import (
     SloTargets,
     Tier,
     Workload,
+    WorkloadSpec,
     WorkloadType,
 )
 
@@ -264,6 +265,27 @@ class SubmitIn(Body):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     labels: dict[str, str] = Field(default_factory=dict)
 
+    def to_spec(self, idempotency_key: str | None) -> WorkloadSpec:
+        return WorkloadSpec(
+            customer_id=self.customer_id,
+            type_name=self.type,
+            params=self.params,
+            type_version=self.type_version,
+            mode=self.mode,
+            replicas=self.replicas,
+            affinity=self.affinity.to_model(),
+            priority=self.priority,
+            idempotency_key=idempotency_key,
+            labels=self.labels,
+        )
+
+
+MAX_BATCH_SUBMIT = 1000
+
+
+class SubmitBatchIn(Body):
+    items: list[SubmitIn] = Field(min_length=1, max_length=MAX_BATCH_SUBMIT)
+
 
 class ErrorInfoOut(BaseModel):
     error_class: str
@@ -356,6 +378,19 @@ class WorkloadOut(BaseModel):
             updated_at=w.updated_at,
             replicas=[ReplicaOut.of(r) for r in view.replicas],
         )
+
+
+class SubmitItemOut(BaseModel):
+    """One item of a batch submit: ``status`` is what ``POST /v1/workloads`` would have
+    answered for it (201 created, 200 known idempotency key, 4xx with ``error``)."""
+
+    status: int
+    workload: WorkloadOut | None = None
+    error: ErrorDetail | None = None
+
+
+class SubmitBatchOut(BaseModel):
+    items: list[SubmitItemOut]
 
 
 class WorkloadPageOut(BaseModel):

@@ -10,14 +10,17 @@ from fastapi import APIRouter, Header, Query, Response
 from niyanta.coordinator.api.deps import Service
 from niyanta.coordinator.api.schemas import (
     CheckpointOut,
+    ErrorDetail,
     EventList,
     EventOut,
+    SubmitBatchIn,
+    SubmitBatchOut,
     SubmitIn,
+    SubmitItemOut,
     WorkloadOut,
     WorkloadPageOut,
 )
-from niyanta.errors import InvalidInput, NotFound
-from niyanta.model import WorkloadSpec
+from niyanta.errors import InvalidInput, NiyantaError, NotFound
 from niyanta.states import ReplicaState
 from niyanta.store.base import WorkloadFilter
 
@@ -43,22 +46,29 @@ async def submit(
         if key is not None and key != idempotency_key:
             raise InvalidInput("the Idempotency-Key header and the body's idempotency_key differ")
         key = idempotency_key
-    spec = WorkloadSpec(
-        customer_id=body.customer_id,
-        type_name=body.type,
-        params=body.params,
-        type_version=body.type_version,
-        mode=body.mode,
-        replicas=body.replicas,
-        affinity=body.affinity.to_model(),
-        priority=body.priority,
-        idempotency_key=key,
-        labels=body.labels,
-    )
-    result, view = await service.submit(spec)
+    result, view = await service.submit(body.to_spec(key))
     if not result.created:
         response.status_code = 200
     return WorkloadOut.of(view)
+
+
+@router.post(":batch", response_model=SubmitBatchOut)
+async def submit_batch(body: SubmitBatchIn, service: Service) -> SubmitBatchOut:
+    """Up to 1,000 submits in one store transaction, each judged alone: per item, in order, the
+    status ``POST /v1/workloads`` would answer with (201, or 200 for a known idempotency key)
+    and the workload, or the 4xx status and error that refused it. Each item's idempotency key
+    is its ``idempotency_key`` field."""
+    results = await service.submit_many([item.to_spec(item.idempotency_key) for item in body.items])
+    items = []
+    for r in results:
+        if isinstance(r, NiyantaError):
+            error = ErrorDetail(code=r.code, message=r.message)
+            items.append(SubmitItemOut(status=r.http_status, error=error))
+        else:
+            result, view = r
+            status = 201 if result.created else 200
+            items.append(SubmitItemOut(status=status, workload=WorkloadOut.of(view)))
+    return SubmitBatchOut(items=items)
 
 
 @router.get("", response_model=WorkloadPageOut)
