@@ -2,18 +2,20 @@
 
 Writes go through the ordered writer (group commit, fence checked by the store); a request's reply
 is an ``Ack`` once its write is durable, or a ``Refusal`` with the store's code (``fenced_out``).
+Checkpoints and results are answered ``Deferred``: their write is queued in arrival order, and the
+worker's next message is handled while it commits, so that many writes share one commit.
 A repeated delivery of a message id is answered with the reply already given and does nothing
 else; a stale write is refused by its fence, so duplicates are harmless either way.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import structlog
 
+from niyanta.broker.base import Deferred, Reply
 from niyanta.broker.messages import (
     Ack,
     AnyMessage,
@@ -40,7 +42,6 @@ from niyanta.coordinator.type_info import type_from_info
 from niyanta.coordinator.worker_commands import StopReason, WorkerCommands
 from niyanta.coordinator.worker_registry import WorkerRegistry
 from niyanta.errors import (
-    BrokerError,
     Conflict,
     NiyantaError,
     StoreUnavailable,
@@ -93,10 +94,6 @@ class RecentReplies:
             self._replies.popitem(last=False)
 
 
-Send = Callable[[str, AnyMessage], Awaitable[None]]
-"""Sends one message to a worker (the endpoint's ``send``)."""
-
-
 class MessageHandlers:
     def __init__(
         self,
@@ -112,7 +109,6 @@ class MessageHandlers:
         clock: Clock,
         is_leader: Callable[[], bool],
         wake_scheduler: Callable[[float | None], None],
-        send: Send | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -126,8 +122,6 @@ class MessageHandlers:
         self._is_leader = is_leader
         self._wake = wake_scheduler
         self._replies = RecentReplies()
-        self._send = send
-        self._answering: set[asyncio.Task[None]] = set()
 
     def _fields(self, key: ReplicaKey, worker_id: str, fence: int) -> dict[str, object]:
         return {
@@ -138,20 +132,15 @@ class MessageHandlers:
             "fence": fence,
         }
 
-    async def handle(self, worker_id: str, message: AnyMessage) -> AnyMessage | None:
+    async def handle(self, worker_id: str, message: AnyMessage) -> Reply:
         """The broker's entry point for every message from a worker."""
         if not self._is_leader():
             return None  # in flight while leadership was lost; the worker finds the leader
         if message.id in self._replies:
             return self._replies.get(message.id)
         self._replies.put(message.id, None)  # a repeat while this one is handled: no answer
-        if self._send is not None and isinstance(message, CheckpointMsg | Result):
-            # Answered out of band, so that the worker's next write is handled while this one
-            # commits: writes of many replicas share one group commit.
-            task = asyncio.create_task(self._answer(worker_id, message, self._send))
-            self._answering.add(task)
-            task.add_done_callback(self._answering.discard)
-            return None
+        if isinstance(message, CheckpointMsg | Result):
+            return Deferred(self._answer(worker_id, message))
         try:
             reply = await self._dispatch(worker_id, message)
         except Exception:
@@ -160,21 +149,15 @@ class MessageHandlers:
         self._replies.put(message.id, reply)
         return reply
 
-    async def _answer(self, worker_id: str, message: AnyMessage, send: Send) -> None:
+    async def _answer(self, worker_id: str, message: CheckpointMsg | Result) -> AnyMessage | None:
         try:
             reply = await self._dispatch(worker_id, message)
         except Exception as exc:  # the store is unreachable: the worker retries the request
             self._replies.forget(message.id)
             log.warning("message.unanswered", kind=type(message).__name__, error=repr(exc))
-            return
-        if reply is None:
-            return
+            return None
         self._replies.put(message.id, reply)
-        reply.corr = message.id
-        try:
-            await send(worker_id, reply)
-        except BrokerError as exc:
-            log.info("reply.undelivered", worker=worker_id, error=str(exc))
+        return reply
 
     async def _dispatch(self, worker_id: str, message: AnyMessage) -> AnyMessage | None:
         match message:
