@@ -38,6 +38,13 @@ from niyanta.store.base import Assignment, ReleaseReplica, Store
 log = structlog.get_logger("niyanta.coordinator")
 
 MAX_PENDING_PER_ROUND = 10_000
+MIN_PENDING_PER_ROUND = 2_000
+PENDING_PER_SLOT = 4
+"""A round reads the oldest ``PENDING_PER_SLOT`` pending replicas per schedulable slot (at least
+``MIN_PENDING_PER_ROUND``, for preemption and selector choices; at most
+``MAX_PENDING_PER_ROUND``): it places no more than the slots, and reading and ranking a deep
+backlog on every round cost more than the placements themselves (5,000 pending: 100-300 ms a
+round, against 20-60 ms for 2,000)."""
 ERROR_PAUSE_S = 0.5
 
 
@@ -90,11 +97,11 @@ class SchedulingLoop:
 
     async def round(self) -> int:
         """One placement round; the number of replicas started."""
-        pending = await self._store.pending_replicas(MAX_PENDING_PER_ROUND)
-        if not pending:
-            return 0
         workers = self._registry.views(self._endpoint.connected_workers())
         if not any(w.schedulable for w in workers):
+            return 0
+        pending = await self._store.pending_replicas(pending_window(workers))
+        if not pending:
             return 0
         active = await self._store.active_replicas()
         workloads = {
@@ -217,3 +224,9 @@ class SchedulingLoop:
         await self._commands.stop(
             preemption.worker_id, victim.key, victim.fence, StopReason.PREEMPT
         )
+
+
+def pending_window(workers: tuple[WorkerView, ...]) -> int:
+    """How many of the oldest pending replicas a round reads (see ``PENDING_PER_SLOT``)."""
+    slots = sum(w.slots for w in workers if w.schedulable)
+    return min(MAX_PENDING_PER_ROUND, max(MIN_PENDING_PER_ROUND, PENDING_PER_SLOT * slots))
