@@ -224,7 +224,7 @@ async def submit_batch(http: httpx.AsyncClient, count: int) -> list[str]:
     """``count`` no-op workloads in one request (``POST /v1/workloads:batch``)."""
     response = await http.post("/v1/workloads:batch", json={"items": [_body()] * count})
     response.raise_for_status()
-    return [item["workload"]["id"] for item in response.json()["items"]]
+    return [item["id"] for item in response.json()["items"]]
 
 
 async def submit_one(http: httpx.AsyncClient) -> str:

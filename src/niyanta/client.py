@@ -332,8 +332,8 @@ class NiyantaClient:
     def submit_batch(self, items: Sequence[Mapping[str, Any]]) -> list[JSONObject]:
         """Up to 1,000 submits in one request and one store transaction. Each item is a submit
         body (``customer_id``, ``type``, ``params``, ... and its own ``idempotency_key``). Per
-        item, in order: ``{"status": 201|200, "workload": {...}}`` or ``{"status": 4xx,
-        "error": {"code", "message"}}``; a refused item does not stop the others."""
+        item, in order: ``{"status": 201|200, "id": ...}`` or ``{"status": 4xx, "error": {"code",
+        "message"}}``; a refused item does not stop the others."""
         body = {"items": [_without_none(item) for item in items]}
         return _items(self._call("POST", "/v1/workloads:batch", json=body))
 

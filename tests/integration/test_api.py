@@ -139,8 +139,8 @@ async def test_batch_submit_answers_each_item_as_a_single_submit_would(
         "idempotency_conflict",
         "unknown_workload_type",
     ]
-    assert items[1]["workload"]["id"] == known["id"]
-    created = (await api.get(f"/v1/workloads/{items[0]['workload']['id']}")).json()
+    assert items[1]["id"] == known["id"]
+    created = (await api.get(f"/v1/workloads/{items[0]['id']}")).json()
     assert [(r["index"], r["state"]) for r in created["replicas"]] == [
         (0, "pending"),
         (1, "pending"),

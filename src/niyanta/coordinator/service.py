@@ -125,20 +125,30 @@ class CoordinatorService:
             self._rt.wake_scheduler()
         return result, await self._view(result)
 
-    async def submit_many(
-        self, specs: list[WorkloadSpec]
-    ) -> list[tuple[SubmitResult, WorkloadView] | NiyantaError]:
-        """Many submits in one store transaction, each judged alone: per spec, in order, what
-        ``submit`` returns or the error that refused it."""
+    async def submit_many(self, specs: list[WorkloadSpec]) -> list[SubmitResult | NiyantaError]:
+        """Many submits in one store transaction, each judged alone: per spec, in order, its
+        result or the error that refused it."""
         results = await self._store.submit_workloads(specs, API_ACTOR)
-        if any(isinstance(r, SubmitResult) and r.created for r in results):
+        created = [r.workload for r in results if isinstance(r, SubmitResult) and r.created]
+        for workload in created:
+            self._accepted(workload)
+        if created:
             self._rt.wake_scheduler()
-        return [r if isinstance(r, NiyantaError) else (r, await self._view(r)) for r in results]
+        return results
 
     async def _view(self, result: SubmitResult) -> WorkloadView:
         if not result.created:
             return await self.get_workload(result.workload.id)
         w = result.workload
+        self._accepted(w)
+        replicas = [
+            Replica(w.id, i, ReplicaState.PENDING, fence=0, attempt=1, enqueued_at=w.created_at)
+            for i in range(w.replicas)
+        ]
+        return WorkloadView(w, replicas)
+
+    def _accepted(self, w: Workload) -> None:
+        """A new workload: cached for placement, counted and logged."""
         self._rt.catalog.remember(w)
         self._rt.metrics.submitted.labels(
             customer=self._rt.metrics.customer_label(w.customer_id), type=w.type_name
@@ -150,11 +160,6 @@ class CoordinatorService:
             type=w.type_name,
             replicas=w.replicas,
         )
-        replicas = [
-            Replica(w.id, i, ReplicaState.PENDING, fence=0, attempt=1, enqueued_at=w.created_at)
-            for i in range(w.replicas)
-        ]
-        return WorkloadView(w, replicas)
 
     async def get_workload(self, workload_id: str) -> WorkloadView:
         workload = await self._store.get_workload(workload_id)

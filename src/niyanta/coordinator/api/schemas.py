@@ -382,10 +382,11 @@ class WorkloadOut(BaseModel):
 
 class SubmitItemOut(BaseModel):
     """One item of a batch submit: ``status`` is what ``POST /v1/workloads`` would have
-    answered for it (201 created, 200 known idempotency key, 4xx with ``error``)."""
+    answered for it (201 created, 200 known idempotency key: ``id`` is the workload's; 4xx with
+    ``error``)."""
 
     status: int
-    workload: WorkloadOut | None = None
+    id: str | None = None
     error: ErrorDetail | None = None
 
 

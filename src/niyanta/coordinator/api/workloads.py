@@ -56,8 +56,8 @@ async def submit(
 async def submit_batch(body: SubmitBatchIn, service: Service) -> SubmitBatchOut:
     """Up to 1,000 submits in one store transaction, each judged alone: per item, in order, the
     status ``POST /v1/workloads`` would answer with (201, or 200 for a known idempotency key)
-    and the workload, or the 4xx status and error that refused it. Each item's idempotency key
-    is its ``idempotency_key`` field."""
+    and the workload id, or the 4xx status and error that refused it. Each item's idempotency
+    key is its ``idempotency_key`` field."""
     results = await service.submit_many([item.to_spec(item.idempotency_key) for item in body.items])
     items = []
     for r in results:
@@ -65,9 +65,7 @@ async def submit_batch(body: SubmitBatchIn, service: Service) -> SubmitBatchOut:
             error = ErrorDetail(code=r.code, message=r.message)
             items.append(SubmitItemOut(status=r.http_status, error=error))
         else:
-            result, view = r
-            status = 201 if result.created else 200
-            items.append(SubmitItemOut(status=status, workload=WorkloadOut.of(view)))
+            items.append(SubmitItemOut(status=201 if r.created else 200, id=r.workload.id))
     return SubmitBatchOut(items=items)
 
 
