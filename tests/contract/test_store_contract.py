@@ -696,6 +696,15 @@ async def test_events_append_and_query(store: Store, clock: FakeClock) -> None:
     assert [e.workload_id for e in await store.list_events(EventQuery(limit=1))] == [wid]
 
 
+async def test_events_since_a_time(store: Store, clock: FakeClock) -> None:
+    await store.append_event(Event(0, "slo.alert", 0.0, "slo-watch", data={"n": "old"}))
+    clock.advance(60.0)
+    later = clock.now()
+    await store.append_event(Event(0, "slo.alert", 0.0, "slo-watch", data={"n": "new"}))
+    recent = await store.list_events(EventQuery(kind_prefix="slo.", since=later))
+    assert [e.data["n"] for e in recent] == ["new"]
+
+
 async def test_autoscale_policies(store: Store) -> None:
     policy = AutoscalePolicy(CUSTOMER, TYPE, 1, 8, "queue_depth", 10.0)
     assert await store.put_autoscale_policy(policy) == policy

@@ -296,3 +296,44 @@ def test_list_limits_and_pages(dev_url: str) -> None:
     with NiyantaClient(dev_url) as client:
         paged = [w["id"] for w in client.iter_workloads(customer="cust-page", page_size=1)]
     assert paged == newest_first
+
+
+def test_autoscale_set_get_list_delete(dev_url: str) -> None:
+    assert niyanta(dev_url, "customers", "create", "cust-scale", "--tier", "gold").exit_code == 0
+    policy = as_json(
+        niyanta(
+            dev_url, "autoscale", "set", "cust-scale", "demo-counter",
+            "--min", "1", "--max", "20", "--metric", "backlog", "--target", "100",
+            "--cooldown", "30s", "-o", "json",
+        )
+    )  # fmt: skip
+    assert policy == {
+        "customer_id": "cust-scale",
+        "type_name": "demo-counter",
+        "min_replicas": 1,
+        "max_replicas": 20,
+        "metric": "backlog",
+        "target": 100.0,
+        "cooldown_s": 30.0,
+        "max_step": 4,
+    }
+    again = niyanta(dev_url, "autoscale", "set", "cust-scale", "demo-counter", "--cooldown", "2m")
+    assert again.exit_code == 0 and "120s" in again.stdout
+    got = as_json(niyanta(dev_url, "autoscale", "get", "cust-scale", "demo-counter", "-o", "json"))
+    assert (got["cooldown_s"], got["max_replicas"]) == (120.0, 10)
+    listed = as_json(niyanta(dev_url, "autoscale", "list", "--output", "json"))
+    assert [(p["customer_id"], p["type_name"]) for p in listed] == [("cust-scale", "demo-counter")]
+
+    inverted = niyanta(dev_url, "autoscale", "set", "cust-scale", "demo-counter", "--min", "5",
+                       "--max", "2")  # fmt: skip
+    assert inverted.exit_code != 0 and "min_replicas" in inverted.output
+    unknown_type = niyanta(dev_url, "autoscale", "set", "cust-scale", "no-such-type")
+    assert unknown_type.exit_code != 0 and "no-such-type" in unknown_type.output
+    bad_cooldown = niyanta(dev_url, "autoscale", "set", "cust-scale", "demo-counter",
+                           "--cooldown", "soon")  # fmt: skip
+    assert bad_cooldown.exit_code != 0
+
+    assert niyanta(dev_url, "autoscale", "delete", "cust-scale", "demo-counter").exit_code == 0
+    assert as_json(niyanta(dev_url, "autoscale", "list", "-o", "json")) == []
+    gone = niyanta(dev_url, "autoscale", "get", "cust-scale", "demo-counter")
+    assert gone.exit_code != 0 and "no autoscaling policy" in gone.output

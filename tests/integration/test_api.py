@@ -283,3 +283,22 @@ async def test_submit_and_list_on_postgresql(pg_url: str) -> None:
         page = (await client.get("/v1/workloads", params={"customer": "acme"})).json()
         assert [item["id"] for item in page["items"]] == [created.json()["id"]]
         assert (await client.get("/ready")).status_code == 200
+
+
+async def test_autoscale_policies_refuse_bad_input_with_4xx_codes(api: httpx.AsyncClient) -> None:
+    good = {"min_replicas": 1, "max_replicas": 4, "metric": "backlog", "target": 10}
+    cases = [
+        ("acme", "count", {**good, "min_replicas": 5}, 422, "invalid_input"),
+        ("acme", "count", {**good, "target": 0}, 422, "invalid_input"),
+        ("acme", "count", {**good, "max_step": 0}, 422, "invalid_input"),
+        ("acme", "count", {**good, "metric": ""}, 422, "invalid_input"),
+        ("acme", "count", {**good, "surprise": 1}, 422, "invalid_input"),
+        ("nobody", "count", good, 404, "unknown_customer"),
+        ("acme", "no-such-type", good, 404, "unknown_workload_type"),
+    ]
+    for customer, type_name, body, status, code in cases:
+        response = await api.put(f"/v1/autoscale/{customer}/{type_name}", json=body)
+        assert (response.status_code, _error(response)) == (status, code), body
+    assert (await api.get("/v1/autoscale")).json()["items"] == []
+    missing = await api.delete("/v1/autoscale/acme/count")
+    assert (missing.status_code, _error(missing)) == (404, "not_found")

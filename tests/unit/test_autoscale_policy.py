@@ -67,3 +67,43 @@ def test_never_outside_bounds_and_converges(backlog: list[float], start: int) ->
         seen.append(current)
         now += 5.0
     assert len(set(seen[-10:])) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.floats(min_value=0, max_value=5_000), st.floats(min_value=0.5, max_value=20)),
+        min_size=1,
+        max_size=60,
+    ),
+    start=st.integers(min_value=1, max_value=20),
+)
+def test_no_scale_down_within_the_cooldown_of_any_change(
+    steps: list[tuple[float, float]], start: int
+) -> None:
+    """Flapping guard: whatever the metric does, a scale-down comes at least a cooldown after
+    the previous change, and never below a recommendation made within the cooldown."""
+    current, history, last = start, [], None
+    now = 0.0
+    for value, gap in steps:
+        now += gap
+        decision = desired_replicas(POLICY, current, value, history, last, now)
+        if decision.desired < current:
+            assert last is None or now - last >= POLICY.cooldown_s
+            recent = [r.replicas for r in history if now - r.at <= POLICY.cooldown_s]
+            assert decision.desired >= min(current, max(recent, default=0))
+        if decision.recommendation is not None:
+            history.append(decision.recommendation)
+        if decision.desired != current:
+            last = now
+        current = decision.desired
+
+
+@given(
+    current=st.integers(min_value=1, max_value=20),
+    ratio=st.floats(min_value=0.91, max_value=1.09),
+)
+def test_a_metric_within_the_tolerance_keeps_the_count(current: int, ratio: float) -> None:
+    metric = current * POLICY.target * ratio
+    decision = desired_replicas(POLICY, current, metric, [], None, now=100.0)
+    assert decision.desired == current

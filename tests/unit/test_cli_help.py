@@ -17,6 +17,8 @@ LISTINGS = [
     ["types"],
     ["customers", "list"],
     ["customers", "get"],
+    ["autoscale", "list"],
+    ["autoscale", "get"],
 ]
 
 

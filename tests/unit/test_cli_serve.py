@@ -88,3 +88,37 @@ def test_store_migrate_is_idempotent(tmp_path: Path) -> None:
     assert first.stdout == second.stdout
     assert "schema version" in first.stdout
     assert (tmp_path / "n.db").exists()
+
+
+def test_control_loop_options_reach_the_coordinator_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import niyanta.coordinator.server as server
+    import niyanta.observability.logging as logging_setup
+    from niyanta.autoscale.kubernetes import KubernetesDeploymentScaler
+    from niyanta.coordinator.fleet_loop import fleet_scaler_from
+    from niyanta.coordinator.settings import CoordinatorSettings
+
+    started: list[CoordinatorSettings] = []
+    monkeypatch.setattr(server, "run_coordinator", started.append)
+    # The command configures the process's logging; not in the test process.
+    monkeypatch.setattr(logging_setup, "configure_logging", lambda: None)
+    result = CliRunner().invoke(
+        app,
+        ["coordinator", "--alert-webhook", "http://127.0.0.1:9/alerts", "--slo-window", "60",
+         "--fleet-scaler", "kubernetes", "--fleet-pools", "cpu=workers-cpu,gpu=workers-gpu",
+         "--kubernetes-api-url", "http://127.0.0.1:9", "--kubernetes-namespace", "jobs"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    settings = started[0]
+    assert settings.alert_webhook == "http://127.0.0.1:9/alerts"
+    assert settings.slo_window_s == 60.0
+    assert settings.fleet_pools == {"cpu": "workers-cpu", "gpu": "workers-gpu"}
+    assert settings.kubernetes_namespace == "jobs"
+    assert isinstance(fleet_scaler_from(settings), KubernetesDeploymentScaler)
+    assert fleet_scaler_from(CoordinatorSettings()) is None  # off by default
+
+
+def test_a_fleet_scaler_without_pools_is_a_usage_error() -> None:
+    result = CliRunner().invoke(app, ["coordinator", "--fleet-scaler", "ec2"])
+    assert result.exit_code != 0 and "fleet_pools" in result.output

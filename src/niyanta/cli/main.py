@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from niyanta.cli import customers, demo, serve, store, types, workers, workloads
+from niyanta.cli import autoscale, customers, demo, serve, store, types, workers, workloads
 from niyanta.cli.context import CliState, NiyantaGroup
 from niyanta.client import DEFAULT_COORDINATOR_URL, parse_coordinator_urls
 
@@ -57,4 +57,5 @@ app.command()(serve.worker)
 app.command()(serve.dev)
 app.command()(demo.demo)
 app.add_typer(customers.app, name="customers")
+app.add_typer(autoscale.app, name="autoscale")
 app.add_typer(store.app, name="store")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -71,11 +72,17 @@ def import_workload_modules(modules: str) -> list[str]:
     return names
 
 
-def _labels_option(value: str) -> dict[str, str]:
+def _labels_option(value: str, hint: str = "--labels") -> dict[str, str]:
     try:
         return parse_labels(value)
     except InvalidInput as error:
-        raise typer.BadParameter(error.message) from None
+        raise typer.BadParameter(error.message, param_hint=hint) from None
+
+
+class FleetScalerName(StrEnum):
+    NONE = "none"
+    KUBERNETES = "kubernetes"
+    EC2 = "ec2"
 
 
 def worker(
@@ -176,6 +183,7 @@ def coordinator_settings(
     heartbeat: float | None = None,
     advertise_url: str | None = None,
     cluster: str | None = None,
+    control: dict[str, object] | None = None,
 ) -> CoordinatorSettings:
     """Settings from the command's options; options left unset keep the settings' defaults
     (or their ``NIYANTA_COORDINATOR_*`` environment values)."""
@@ -189,10 +197,14 @@ def coordinator_settings(
         ("heartbeat_interval_s", heartbeat),
         ("advertise_url", advertise_url),
         ("cluster", cluster),
+        *(control or {}).items(),
     ):
         if value is not None:
             fields[name] = value
-    return CoordinatorSettings.model_validate(fields)
+    try:
+        return CoordinatorSettings.model_validate(fields)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
 
 
 def coordinator(
@@ -212,9 +224,35 @@ def coordinator(
         typer.Option(help="URL others reach this coordinator at (default: http://LISTEN)"),
     ] = None,
     cluster: ClusterOption = "default",
+    alert_webhook: Annotated[
+        str | None,
+        typer.Option(
+            envvar="NIYANTA_COORDINATOR_ALERT_WEBHOOK",
+            help="URL SLO alerts and resolutions are POSTed to as JSON",
+        ),
+    ] = None,
+    slo_window: Annotated[
+        float | None, typer.Option(min=1.0, help="seconds the SLO measures look back over")
+    ] = None,
+    fleet_scaler: Annotated[
+        FleetScalerName | None,
+        typer.Option(help="also resize worker pools: kubernetes Deployments or ec2 groups"),
+    ] = None,
+    fleet_pools: Annotated[
+        str,
+        typer.Option(help="pool=Deployment (kubernetes) or pool=group (ec2), comma-separated"),
+    ] = "",
+    kubernetes_api_url: Annotated[
+        str | None,
+        typer.Option(help="Kubernetes API URL (default: in-cluster, the service account)"),
+    ] = None,
+    kubernetes_namespace: Annotated[
+        str | None, typer.Option(help="namespace of the worker Deployments")
+    ] = None,
 ) -> None:
     """Run a coordinator: the HTTP API, the built-in broker, and (while it leads) the
-    scheduler and lease monitor. Several coordinators on one store elect a leader."""
+    scheduler, lease monitor, SLO watch, autoscaler and fleet sizing. Several coordinators on
+    one store elect a leader."""
     from niyanta.coordinator.server import run_coordinator
     from niyanta.observability.logging import configure_logging
 
@@ -227,6 +265,14 @@ def coordinator(
         heartbeat=heartbeat,
         advertise_url=advertise_url,
         cluster=cluster,
+        control={
+            "alert_webhook": alert_webhook,
+            "slo_window_s": slo_window,
+            "fleet_scaler": fleet_scaler.value if fleet_scaler else None,
+            "fleet_pools": _labels_option(fleet_pools, "--fleet-pools") or None,
+            "kubernetes_api_url": kubernetes_api_url,
+            "kubernetes_namespace": kubernetes_namespace,
+        },
     )
     configure_logging()
     run_coordinator(settings)

@@ -349,6 +349,8 @@ class MessageHandlers:
             to_state = {
                 StopReason.PAUSE: ReplicaState.PAUSED,
                 StopReason.CANCEL: ReplicaState.CANCELLED,
+                # Scaled down: the replica is removed, its checkpoint is its last word.
+                StopReason.SCALE_DOWN: ReplicaState.CANCELLED,
             }.get(reason, ReplicaState.PENDING)
             return ReleaseReplica(key, fence, f"yielded ({reason})", to_state)
         error_class = _error_class(message.error_class)

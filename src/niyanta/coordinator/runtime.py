@@ -1,6 +1,6 @@
 """One coordinator process's moving parts, wired together: the broker endpoint, the message
 handlers, leader election, and the loops only the leader runs (scheduling, lease monitor,
-progress flush)."""
+progress flush, SLO watch and its webhook, autoscaler, fleet sizing)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ from typing import Any
 
 import structlog
 
+from niyanta.autoscale.fleet import PoolBounds
 from niyanta.broker.base import CoordinatorEndpoint
 from niyanta.clock import Clock
+from niyanta.coordinator.alert_webhook import AlertWebhook
+from niyanta.coordinator.autoscaler_loop import AutoscalerLoop
 from niyanta.coordinator.catalog import Catalog
+from niyanta.coordinator.fleet_loop import FleetLoop, fleet_scaler_from
 from niyanta.coordinator.leader import LeaderElection
 from niyanta.coordinator.lease_monitor import LeaseMonitor
 from niyanta.coordinator.message_handlers import MessageHandlers
@@ -20,10 +24,12 @@ from niyanta.coordinator.ordered_writes import OrderedWriter
 from niyanta.coordinator.progress_buffer import ProgressBuffer
 from niyanta.coordinator.scheduling_loop import SchedulingLoop
 from niyanta.coordinator.settings import CoordinatorSettings
+from niyanta.coordinator.slo_watch import SloWatch
 from niyanta.coordinator.stopper import Stopper
 from niyanta.coordinator.worker_commands import WorkerCommands
 from niyanta.coordinator.worker_registry import WorkerRegistry
 from niyanta.observability.metrics import CoordinatorMetrics
+from niyanta.slo.evaluator import SloWindow
 from niyanta.store.base import Store
 from niyanta.store.group_commit import GroupCommitter
 
@@ -94,6 +100,39 @@ class CoordinatorRuntime:
             lease_ttl_s=settings.lease_ttl_s,
             wake_scheduler=self.scheduling.wake,
         )
+        self.webhook = AlertWebhook(settings.alert_webhook) if settings.alert_webhook else None
+        self.slo_watch = SloWatch(
+            store=store,
+            catalog=self.catalog,
+            metrics=metrics,
+            clock=clock,
+            window=SloWindow(settings.slo_window_s, settings.slo_min_samples),
+            interval_s=settings.slo_interval_s,
+            webhook=self.webhook,
+        )
+        self.autoscaler = AutoscalerLoop(
+            store=store,
+            catalog=self.catalog,
+            progress=self.progress,
+            commands=self.commands,
+            clock=clock,
+            interval_s=settings.autoscale_interval_s,
+            yield_grace_s=settings.lease_ttl_s,
+        )
+        self.fleet = FleetLoop(
+            store=store,
+            catalog=self.catalog,
+            registry=self.registry,
+            metrics=metrics,
+            bounds=PoolBounds(
+                settings.fleet_min_workers,
+                settings.fleet_max_workers,
+                settings.fleet_slots_per_worker,
+            ),
+            interval_s=settings.fleet_interval_s,
+            scaler=fleet_scaler_from(settings),
+            scaled_pools=frozenset(settings.fleet_pools),
+        )
         self._election: asyncio.Task[None] | None = None
         self._electing = Stopper()
         self._loops: list[asyncio.Task[None]] = []
@@ -133,6 +172,11 @@ class CoordinatorRuntime:
         self._spawn(self.scheduling.run(self._leading), "scheduling")
         self._spawn(self.leases.run(self._leading), "lease-monitor")
         self._spawn(self.progress.run(self._leading), "progress")
+        self._spawn(self.slo_watch.run(self._leading), "slo-watch")
+        self._spawn(self.autoscaler.run(self._leading), "autoscaler")
+        self._spawn(self.fleet.run(self._leading), "fleet")
+        if self.webhook is not None:
+            self._spawn(self.webhook.run(self._leading), "alert-webhook")
         self.scheduling.wake()
 
     async def _follow(self) -> None:

@@ -227,6 +227,7 @@ class CoordinatorService:
         if policy.min_replicas > policy.max_replicas:
             raise InvalidInput("min_replicas must not exceed max_replicas")
         await self._store.get_customer(policy.customer_id)
+        await self._store.get_type(policy.type_name)
         return await self._store.put_autoscale_policy(policy)
 
     async def get_autoscale_policy(self, customer_id: str, type_name: str) -> AutoscalePolicy:

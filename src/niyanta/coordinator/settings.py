@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,32 @@ class CoordinatorSettings(BaseSettings):
     lease_check_interval_s: float = Field(default=0.25, gt=0)
     """How often the lease monitor requeues replicas whose lease expired."""
 
+    slo_interval_s: float = Field(default=5.0, gt=0)
+    """How often the leader evaluates every customer's SLOs."""
+    slo_window_s: float = Field(default=300.0, gt=0)
+    """Sliding window the SLO measures are computed over."""
+    slo_min_samples: int = Field(default=5, ge=1)
+    """Finished attempts a customer needs in the window before an alert can be raised."""
+    alert_webhook: str | None = None
+    """URL that SLO alerts and resolutions are POSTed to as JSON (retried with backoff)."""
+    autoscale_interval_s: float = Field(default=5.0, gt=0)
+    """How often the leader evaluates the autoscaling policies."""
+    fleet_interval_s: float = Field(default=15.0, gt=0)
+    """How often the leader computes the desired workers per pool."""
+    fleet_scaler: Literal["none", "kubernetes", "ec2"] = "none"
+    """Who acts on the desired workers per pool besides the published metric."""
+    fleet_pools: dict[str, str] = Field(default_factory=dict)
+    """Pool -> Kubernetes Deployment or EC2 Auto Scaling group name (``pool=name,...``)."""
+    fleet_min_workers: int = Field(default=0, ge=0)
+    fleet_max_workers: int = Field(default=100, ge=1)
+    fleet_slots_per_worker: int = Field(default=4, ge=1)
+    """Slots assumed for a pool with no live worker to learn them from."""
+    kubernetes_api_url: str | None = None
+    """The Kubernetes API; unset: in-cluster (the pod's service account)."""
+    kubernetes_namespace: str = "default"
+    kubernetes_token_file: str | None = None
+    kubernetes_ca_file: str | None = None
+
     @model_validator(mode="after")
     def _lease_outlasts_heartbeats(self) -> CoordinatorSettings:
         if self.lease_ttl_s <= self.heartbeat_interval_s:
@@ -43,6 +70,14 @@ class CoordinatorSettings(BaseSettings):
                 f"lease_ttl_s ({self.lease_ttl_s}) must exceed heartbeat_interval_s "
                 f"({self.heartbeat_interval_s}): leases are renewed by heartbeats"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _fleet_bounds(self) -> CoordinatorSettings:
+        if self.fleet_min_workers > self.fleet_max_workers:
+            raise ValueError("fleet_min_workers must not exceed fleet_max_workers")
+        if self.fleet_scaler != "none" and not self.fleet_pools:
+            raise ValueError(f"fleet_scaler {self.fleet_scaler} needs fleet_pools (pool=name,...)")
         return self
 
     @property

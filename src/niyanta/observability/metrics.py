@@ -149,6 +149,13 @@ class CoordinatorMetrics:
             registry=r,
         )
 
+        self.fleet_desired_workers = Gauge(
+            "niyanta_fleet_desired_workers",
+            "Workers each pool should run for its running and pending replicas (for HPA/KEDA).",
+            ["pool"],
+            registry=r,
+        )
+
     def customer_label(self, customer: str) -> str:
         """The customer label to use, bounded by ``max_customers``."""
         if customer in self._customers:

@@ -171,6 +171,8 @@ class EventQuery:
     customer_id: str | None = None
     kind_prefix: str | None = None
     after_id: int = 0
+    since: float | None = None
+    """Only events at or after this time (the SLO watch reads back its window)."""
     limit: int = 100
     extra: Mapping[str, str] = field(default_factory=dict)
 

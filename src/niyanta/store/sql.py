@@ -1085,6 +1085,9 @@ class SqlStore(ABC):
             if value is not None:
                 args.append(value)
                 conditions.append(f"{column} = ${len(args)}")
+        if query.since is not None:
+            args.append(query.since)
+            conditions.append(f"at >= ${len(args)}")
         if query.kind_prefix:
             args += [len(query.kind_prefix), query.kind_prefix]
             conditions.append(f"substr(kind, 1, ${len(args) - 1}) = ${len(args)}")
