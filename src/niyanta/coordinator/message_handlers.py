@@ -94,6 +94,24 @@ class RecentReplies:
             self._replies.popitem(last=False)
 
 
+class RecentlyFinished:
+    """(replica, fence) of the last ``capacity`` results committed: a heartbeat built before its
+    replica's result was acknowledged still lists it, and that lease is not renewed (the replica
+    is done), but the worker must not be told it lost the replica."""
+
+    def __init__(self, capacity: int = 65536) -> None:
+        self._capacity = capacity
+        self._keys: OrderedDict[tuple[ReplicaKey, int], None] = OrderedDict()
+
+    def add(self, key: ReplicaKey, fence: int) -> None:
+        self._keys[(key, fence)] = None
+        while len(self._keys) > self._capacity:
+            self._keys.popitem(last=False)
+
+    def __contains__(self, key_and_fence: object) -> bool:
+        return key_and_fence in self._keys
+
+
 class MessageHandlers:
     def __init__(
         self,
@@ -122,6 +140,7 @@ class MessageHandlers:
         self._is_leader = is_leader
         self._wake = wake_scheduler
         self._replies = RecentReplies()
+        self._finished = RecentlyFinished()
 
     def _fields(self, key: ReplicaKey, worker_id: str, fence: int) -> dict[str, object]:
         return {
@@ -284,7 +303,8 @@ class MessageHandlers:
         fenced = [
             item
             for item in beat.inventory
-            if ReplicaKey(item.workload_id, item.index) in fenced_keys
+            if (key := ReplicaKey(item.workload_id, item.index)) in fenced_keys
+            and (key, item.fence) not in self._finished
         ]
         for item in fenced:
             key = ReplicaKey(item.workload_id, item.index)
@@ -334,6 +354,7 @@ class MessageHandlers:
         except NiyantaError as exc:
             return self._refused(worker_id, key, message.fence, exc, "result")
         assert isinstance(replica, Replica)
+        self._finished.add(key, message.fence)
         self._report(worker_id, message, replica)
         self._wake(None)
         if replica.state is ReplicaState.RETRYING:
