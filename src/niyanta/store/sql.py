@@ -128,6 +128,22 @@ def _workload_values(workload: Workload, params: str, digest: str) -> tuple[obje
     )
 
 
+def _new_replica_values(
+    workload: Workload, indexes: Iterable[int], now: float
+) -> list[tuple[object, ...]]:
+    """Rows of new replicas: pending, fence 0, first attempt."""
+    return [
+        replica_values(
+            ReplicaRow(
+                Replica(workload.id, i, S.PENDING, fence=0, attempt=1, enqueued_at=now),
+                customer_id=workload.customer_id,
+                checkpoint_fence=0,
+            )
+        )
+        for i in indexes
+    ]
+
+
 class _NewWorkloads:
     """The rows of the workloads one submit transaction creates, written together at its end
     (one statement per table rather than per workload)."""
@@ -143,13 +159,7 @@ class _NewWorkloads:
         """``values``: the workload's row when it is still to be inserted (None: it is)."""
         if values is not None:
             self._workloads.append(values)
-        for i in range(workload.replicas):
-            row = ReplicaRow(
-                Replica(workload.id, i, S.PENDING, fence=0, attempt=1, enqueued_at=self.now),
-                customer_id=workload.customer_id,
-                checkpoint_fence=0,
-            )
-            self._replicas.append(replica_values(row))
+        self._replicas += _new_replica_values(workload, range(workload.replicas), self.now)
         event = Event(
             id=0,
             kind="workload.submitted",
@@ -167,7 +177,9 @@ class _NewWorkloads:
             (INSERT_REPLICA, self._replicas),
             (INSERT_EVENT, self._events),
         ):
-            if rows:
+            if len(rows) == 1:
+                await tx.execute(sql, *rows[0])  # asyncpg's executemany costs more for one row
+            elif rows:
                 await tx.executemany(sql, rows)
 
 
@@ -663,15 +675,7 @@ class SqlStore(ABC):
     async def _insert_replicas(
         self, tx: Tx, workload: Workload, indexes: Iterable[int], now: float
     ) -> None:
-        rows = [
-            ReplicaRow(
-                Replica(workload.id, i, S.PENDING, fence=0, attempt=1, enqueued_at=now),
-                customer_id=workload.customer_id,
-                checkpoint_fence=0,
-            )
-            for i in indexes
-        ]
-        await tx.executemany(INSERT_REPLICA, [replica_values(r) for r in rows])
+        await tx.executemany(INSERT_REPLICA, _new_replica_values(workload, indexes, now))
 
     async def get_workload(self, workload_id: str) -> Workload:
         async def body(tx: Tx) -> Workload:
