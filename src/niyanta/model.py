@@ -221,6 +221,9 @@ class WorkloadSpec:
     priority: int = 0
     idempotency_key: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    traceparent: str | None = None
+    """The caller's W3C trace context, if any (not part of the spec's identity for
+    idempotency)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +242,8 @@ class Workload:
     state: ReplicaState
     created_at: float
     updated_at: float
+    traceparent: str | None = None
+    """W3C trace context of the submit: scheduling rounds and retries continue its trace."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ async def test_a_follower_takes_over_when_the_leader_dies(tmp_path: Path) -> Non
         async with running_coordinator(url, coordinator_id="second", **timing) as second:
             assert (await first.client.get("/health")).json()["leader"] is True
             assert (await second.client.get("/health")).json()["leader"] is False
+            assert (await second.client.get("/ready")).status_code == 200  # followers are ready
             seen_by_follower = (await second.client.get("/v1/cluster")).json()
             assert seen_by_follower["leader"]["id"] == "first"
             assert {c["id"] for c in seen_by_follower["coordinators"]} == {"first", "second"}

@@ -10,8 +10,11 @@ import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
+from tests.integration.coordinator_fixtures import eventually as coordinator_eventually
+from tests.integration.coordinator_fixtures import running_coordinator
 
 from niyanta.broker.messages import AnyMessage, Drain, Hello, Progress, Welcome
 from niyanta.broker.nats import NatsEndpoint, NatsLink
@@ -132,3 +135,27 @@ async def test_request_reply_resumes_after_a_nats_restart(nats_server: NatsServe
     finally:
         await link.close()
         await endpoint.stop()
+
+
+async def test_the_leader_is_not_ready_while_cut_off_from_nats(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """``/ready`` on a NATS leader says whether it can reach its workers; it recovers by itself."""
+    url = f"nats://127.0.0.1:{nats_server.port}"
+    store = f"sqlite:///{tmp_path / 'c.db'}"
+    async with running_coordinator(store, broker=url, cluster="ready-probe") as coordinator:
+        await eventually(lambda: coordinator.runtime.leader.is_leader)
+        assert (await coordinator.client.get("/ready")).status_code == 200
+        await nats_server.stop()
+
+        async def not_ready() -> bool:
+            response = await coordinator.client.get("/ready")
+            return response.status_code == 503 and "NATS" in response.json()["error"]["message"]
+
+        await coordinator_eventually(not_ready, what="/ready turns 503 without NATS")
+        await nats_server.start()
+
+        async def ready() -> bool:
+            return (await coordinator.client.get("/ready")).status_code == 200
+
+        await coordinator_eventually(ready, within=20, what="/ready back with NATS")

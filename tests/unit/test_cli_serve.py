@@ -93,16 +93,16 @@ def test_store_migrate_is_idempotent(tmp_path: Path) -> None:
 def test_control_loop_options_reach_the_coordinator_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import niyanta.cli.serve as serve
     import niyanta.coordinator.server as server
-    import niyanta.observability.logging as logging_setup
     from niyanta.autoscale.kubernetes import KubernetesDeploymentScaler
     from niyanta.coordinator.fleet_loop import fleet_scaler_from
     from niyanta.coordinator.settings import CoordinatorSettings
 
     started: list[CoordinatorSettings] = []
     monkeypatch.setattr(server, "run_coordinator", started.append)
-    # The command configures the process's logging; not in the test process.
-    monkeypatch.setattr(logging_setup, "configure_logging", lambda: None)
+    # The command configures the process's logging and tracing; not in the test process.
+    monkeypatch.setattr(serve, "set_up_observability", lambda *_: None)
     result = CliRunner().invoke(
         app,
         ["coordinator", "--alert-webhook", "http://127.0.0.1:9/alerts", "--slo-window", "60",

@@ -222,7 +222,8 @@ class NatsEndpoint(EndpointHandlers):
             self._monitor.cancel()
             await asyncio.gather(self._monitor, return_exceptions=True)
             self._monitor = None
-        for channel in self._channels.values():
+        # A message arriving while a channel closes may open another: iterate over a copy.
+        for channel in list(self._channels.values()):
             await channel.close()
         self._channels.clear()
         self._last_seen.clear()

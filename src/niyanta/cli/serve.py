@@ -6,7 +6,7 @@ import importlib
 import os
 import sys
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -51,6 +51,41 @@ ClusterOption = Annotated[
         help="cluster name: separates clusters sharing one NATS (its subjects' prefix)",
     ),
 ]
+
+
+LogLevelOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="NIYANTA_LOG_LEVEL",
+        help="DEBUG, INFO, WARNING or ERROR (default INFO)",
+        case_sensitive=False,
+    ),
+]
+LogFormatOption = Annotated[
+    str,
+    typer.Option(
+        help="json (one object a line), console (for humans) or auto (console on a terminal)",
+        callback=lambda value: _choice(value, ("auto", "json", "console"), "--log-format"),
+    ),
+]
+
+
+def _choice(value: str, choices: tuple[str, ...], name: str) -> str:
+    if value not in choices:
+        raise typer.BadParameter(f"{value!r}: use one of {', '.join(choices)}", param_hint=name)
+    return value
+
+
+def set_up_observability(service: str, level: str | None, fmt: str) -> None:
+    """Logs on stderr and, when configured (``OTEL_*``, ``NIYANTA_TRACE_FILE``), traces."""
+    from niyanta.observability.logging import LogFormat, configure_logging
+    from niyanta.observability.tracing import configure_tracing
+
+    try:
+        configure_logging(level, cast("LogFormat", fmt))  # one of LogFormatOption's choices
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--log-level") from None
+    configure_tracing(service)
 
 
 def import_workload_modules(modules: str) -> list[str]:
@@ -117,11 +152,21 @@ def worker(
         typer.Option(envvar="NIYANTA_WORKER_TOKEN", help="shared worker token, if required"),
     ] = None,
     cluster: ClusterOption = "default",
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            envvar="NIYANTA_WORKER_HEALTH_PORT",
+            help="serve /health and /ready on this port for probes (default: no probe port)",
+        ),
+    ] = None,
+    log_level: LogLevelOption = None,
+    log_format: LogFormatOption = "auto",
 ) -> None:
     """Run a worker: join the coordinator, run replicas; SIGTERM/SIGINT drains it."""
     from niyanta.broker.factory import open_worker_link
     from niyanta.cli.runners import run_worker
-    from niyanta.observability.logging import configure_logging
     from niyanta.worker.config import WorkerSettings
     from niyanta.worker.runtime import Worker
 
@@ -138,6 +183,7 @@ def worker(
         ("cpu", cpu),
         ("memory_mb", memory_mb),
         ("token", token),
+        ("health_port", health_port),
     ):
         if value is not None:
             fields[name] = value
@@ -148,7 +194,7 @@ def worker(
         )
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--broker") from None
-    configure_logging()
+    set_up_observability("niyanta-worker", log_level, log_format)
     event_loop.run(run_worker(Worker(settings, link)))
 
 
@@ -249,12 +295,13 @@ def coordinator(
     kubernetes_namespace: Annotated[
         str | None, typer.Option(help="namespace of the worker Deployments")
     ] = None,
+    log_level: LogLevelOption = None,
+    log_format: LogFormatOption = "auto",
 ) -> None:
     """Run a coordinator: the HTTP API, the built-in broker, and (while it leads) the
     scheduler, lease monitor, SLO watch, autoscaler and fleet sizing. Several coordinators on
     one store elect a leader."""
     from niyanta.coordinator.server import run_coordinator
-    from niyanta.observability.logging import configure_logging
 
     settings = coordinator_settings(
         store=store,
@@ -274,7 +321,7 @@ def coordinator(
             "kubernetes_namespace": kubernetes_namespace,
         },
     )
-    configure_logging()
+    set_up_observability("niyanta-coordinator", log_level, log_format)
     run_coordinator(settings)
 
 
@@ -287,16 +334,17 @@ def dev(
     listen: ListenOption = "127.0.0.1:8080",
     store: StoreOption = DEFAULT_STORE_URL,
     slots: Annotated[int, typer.Option(min=1, help="slots per worker")] = 4,
+    log_level: LogLevelOption = None,
+    log_format: LogFormatOption = "auto",
 ) -> None:
     """All in one process: a coordinator and N workers on SQLite and the in-memory broker,
     serving the HTTP API (for trying Niyanta out and for tests)."""
     from niyanta.cli.runners import run_dev
-    from niyanta.observability.logging import configure_logging
 
     if not store.startswith("sqlite:///"):
         raise typer.BadParameter("niyanta dev runs on SQLite: sqlite:///PATH", param_hint="--store")
     settings = coordinator_settings(store=store, broker="memory", listen=listen)
     import_workload_modules(import_modules)
-    configure_logging()
+    set_up_observability("niyanta-dev", log_level, log_format)
     typer.echo(f"niyanta dev: API on {settings.url}, {workers} worker(s), store {store}", err=True)
     event_loop.run(run_dev(settings, workers, slots))

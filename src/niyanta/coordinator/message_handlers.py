@@ -54,6 +54,7 @@ from niyanta.model import (
     ReplicaKey,
 )
 from niyanta.observability.metrics import CoordinatorMetrics
+from niyanta.observability.tracing import context_from_traceparent, message_context, tracer
 from niyanta.states import ReplicaState
 from niyanta.store.base import (
     CompleteReplica,
@@ -179,6 +180,10 @@ class MessageHandlers:
         return reply
 
     async def _dispatch(self, worker_id: str, message: AnyMessage) -> AnyMessage | None:
+        with message_context(message.traceparent):
+            return await self._dispatch_kind(worker_id, message)
+
+    async def _dispatch_kind(self, worker_id: str, message: AnyMessage) -> AnyMessage | None:
         match message:
             case Hello():
                 return await self.on_hello(worker_id, message)
@@ -192,9 +197,26 @@ class MessageHandlers:
                 self._progress.record(key, message.fence, message.progress, message.metrics)
                 return None
             case CheckpointMsg():
-                return await self.on_checkpoint(worker_id, message)
+                # A child of the worker's checkpoint span: the commit as the coordinator sees it.
+                with tracer.start_as_current_span(
+                    "workload.checkpoint.commit",
+                    context=context_from_traceparent(message.traceparent),
+                    attributes={
+                        "niyanta.workload": message.workload_id,
+                        "niyanta.checkpoint_seq": message.seq,
+                    },
+                ):
+                    return await self.on_checkpoint(worker_id, message)
             case Result():
-                return await self.on_result(worker_id, message)
+                with tracer.start_as_current_span(
+                    "workload.complete",
+                    context=context_from_traceparent(message.traceparent),
+                    attributes={
+                        "niyanta.workload": message.workload_id,
+                        "niyanta.outcome": message.outcome,
+                    },
+                ):
+                    return await self.on_result(worker_id, message)
             case Bye():
                 await self.on_leave(worker_id, "worker left")
                 return None
@@ -431,7 +453,12 @@ class MessageHandlers:
                 **fields,
             )
         else:
-            log.info(f"replica.{replica.state.value}", outcome=message.outcome, **fields)
+            log.info(
+                f"replica.{replica.state.value}",
+                outcome=message.outcome,
+                attempt=replica.attempt,
+                **fields,
+            )
 
     def _refused(
         self, worker_id: str, key: ReplicaKey, fence: int, exc: NiyantaError, what: str

@@ -28,7 +28,7 @@ from niyanta.coordinator.slo_watch import SloWatch
 from niyanta.coordinator.stopper import Stopper
 from niyanta.coordinator.worker_commands import WorkerCommands
 from niyanta.coordinator.worker_registry import WorkerRegistry
-from niyanta.observability.metrics import CoordinatorMetrics
+from niyanta.observability.metrics import DEFAULT_POOL, CoordinatorMetrics, WorkerSample
 from niyanta.slo.evaluator import SloWindow
 from niyanta.store.base import Store
 from niyanta.store.group_commit import GroupCommitter
@@ -133,6 +133,7 @@ class CoordinatorRuntime:
             scaler=fleet_scaler_from(settings),
             scaled_pools=frozenset(settings.fleet_pools),
         )
+        metrics.before_scrape(self._observe_workers)
         self._election: asyncio.Task[None] | None = None
         self._electing = Stopper()
         self._loops: list[asyncio.Task[None]] = []
@@ -181,6 +182,7 @@ class CoordinatorRuntime:
 
     async def _follow(self) -> None:
         await self._stop_loops()
+        self.metrics.observe_queue({}, {})  # the new leader reports the queue now
         self.registry.clear()
         self.commands.stops.clear()
         # Drop every worker connection, so that the workers find the new leader.
@@ -194,6 +196,18 @@ class CoordinatorRuntime:
         self._leading.stop()
         self.scheduling.wake()
         await _finish(loops)
+
+    def _observe_workers(self) -> None:
+        self.metrics.observe_workers(
+            WorkerSample(
+                pool=record.labels.get("pool", DEFAULT_POOL),
+                state=record.state.value if record.healthy else "unhealthy",
+                slots=record.capacity.slots,
+                free_slots=record.free.slots,
+                reported=record.metrics,
+            )
+            for record in self.registry.snapshot()
+        )
 
     async def _on_disconnect(self, worker_id: str) -> None:
         if not self.leader.is_leader:

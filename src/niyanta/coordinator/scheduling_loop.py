@@ -23,7 +23,8 @@ from niyanta.coordinator.stopper import Stopper
 from niyanta.coordinator.worker_commands import StopReason, WorkerCommands
 from niyanta.coordinator.worker_registry import WorkerRegistry
 from niyanta.model import Replica, Workload
-from niyanta.observability.metrics import CoordinatorMetrics
+from niyanta.observability.metrics import CoordinatorMetrics, QueueKey
+from niyanta.observability.tracing import context_from_traceparent, tracer
 from niyanta.scheduler import schedule
 from niyanta.scheduler.types import (
     PendingReplica,
@@ -98,10 +99,10 @@ class SchedulingLoop:
     async def round(self) -> int:
         """One placement round; the number of replicas started."""
         workers = self._registry.views(self._endpoint.connected_workers())
-        if not any(w.schedulable for w in workers):
-            return 0
         pending = await self._store.pending_replicas(pending_window(workers))
-        if not pending:
+        if self._metrics.enabled:
+            await self._observe_queue(pending)
+        if not pending or not any(w.schedulable for w in workers):
             return 0
         active = await self._store.active_replicas()
         workloads = {
@@ -123,6 +124,24 @@ class SchedulingLoop:
         for preemption in decision.preemptions:
             await self._preempt(preemption, active)
         return len(assigned)
+
+    async def _observe_queue(self, pending: list[Replica]) -> None:
+        """Queue depth and oldest pending age per customer and tier, from this round's view (the
+        oldest ``pending_window`` replicas: a deeper backlog counts as that window)."""
+        tenancy = await self._catalog.tenancy()
+        now = self._clock.now()
+        depth: dict[QueueKey, int] = {}
+        oldest: dict[QueueKey, float] = {}
+        for replica in pending:
+            workload = await self._catalog.workload(replica.workload_id)
+            customer = tenancy.customers.get(workload.customer_id)
+            key = QueueKey(
+                self._metrics.customer_label(workload.customer_id),
+                customer.tier if customer is not None else "unknown",
+            )
+            depth[key] = depth.get(key, 0) + 1
+            oldest[key] = max(oldest.get(key, 0.0), now - replica.enqueued_at)
+        self._metrics.observe_queue(depth, oldest)
 
     async def _decide(
         self,
@@ -188,9 +207,37 @@ class SchedulingLoop:
         return decision
 
     async def _start(self, replica: Replica, workload: Workload) -> None:
-        checkpoint = None
-        if replica.checkpoint_seq > 0:
-            checkpoint = await self._store.latest_checkpoint(replica.key)
+        """Start a placed replica: the schedule span continues the trace stored at submit (so a
+        retry or a reassignment joins the same trace), its dispatch span travels with the
+        StartReplica and becomes the parent of the worker's execute span."""
+        attributes: dict[str, str | int] = {
+            "niyanta.workload": replica.workload_id,
+            "niyanta.replica": replica.index,
+            "niyanta.attempt": replica.attempt,
+            "niyanta.fence": replica.fence,
+        }
+        with tracer.start_as_current_span(
+            "workload.schedule",
+            context=context_from_traceparent(workload.traceparent),
+            attributes=attributes,
+        ):
+            checkpoint = None
+            if replica.checkpoint_seq > 0:
+                checkpoint = await self._store.latest_checkpoint(replica.key)
+            self._count_start(replica, workload, resumed=checkpoint is not None)
+            with tracer.start_as_current_span(
+                "workload.dispatch", attributes={"niyanta.worker": replica.worker_id or ""}
+            ):
+                delivered = await self._commands.start(replica, workload, checkpoint)
+        if not delivered:
+            # The worker went away between placement and start: hand the replica back now
+            # rather than at lease expiry.
+            self._writer.submit_detached(
+                ReleaseReplica(replica.key, replica.fence, "start not delivered")
+            )
+            self.wake()
+
+    def _count_start(self, replica: Replica, workload: Workload, *, resumed: bool) -> None:
         labels = {
             "customer": self._metrics.customer_label(workload.customer_id),
             "type": workload.type_name,
@@ -199,20 +246,17 @@ class SchedulingLoop:
         self._metrics.queue_wait.labels(**labels).observe(
             max(0.0, self._clock.now() - replica.enqueued_at)
         )
-        if checkpoint is not None:
+        if resumed:
             self._metrics.resumed.labels(**labels).inc()
-        if not await self._commands.start(replica, workload, checkpoint):
-            # The worker went away between placement and start: hand the replica back now
-            # rather than at lease expiry.
-            self._writer.submit_detached(
-                ReleaseReplica(replica.key, replica.fence, "start not delivered")
-            )
-            self.wake()
 
     async def _preempt(self, preemption: Preemption, active: list[Replica]) -> None:
         victim = next((r for r in active if r.key == preemption.victim), None)
         if victim is None or self._commands.stops.asked(victim.key, victim.fence):
             return
+        workload = self._catalog.cached(victim.workload_id)
+        if workload is not None:
+            customer = self._metrics.customer_label(workload.customer_id)
+            self._metrics.preempted.labels(customer=customer, type=workload.type_name).inc()
         log.info(
             "replica.preempt",
             workload=victim.workload_id,

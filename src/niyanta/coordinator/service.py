@@ -4,11 +4,12 @@ them (wake the scheduler, tell a worker to stop a replica, announce a new type).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
 from niyanta.broker.messages import Drain, LoadType
+from niyanta.broker.nats import NatsEndpoint
 from niyanta.coordinator.leader import LEADER_LEASE
 from niyanta.coordinator.runtime import CoordinatorRuntime
 from niyanta.coordinator.type_info import info_from_type
@@ -30,6 +31,7 @@ from niyanta.model import (
     WorkloadSpec,
     WorkloadType,
 )
+from niyanta.observability.tracing import context_from_traceparent, current_traceparent, tracer
 from niyanta.states import ACTIVE, ReplicaState
 from niyanta.store.base import CustomerUpdate, EventQuery, SubmitResult, WorkloadFilter
 
@@ -58,11 +60,24 @@ class CoordinatorService:
 
     # --- probes --------------------------------------------------------------------------------
 
-    async def ready(self) -> bool:
+    async def ready(self) -> str | None:
+        """None when ready; otherwise what is not: the store (unreachable or not migrated), or,
+        on the leader, the broker (a follower listens to no worker until it leads)."""
         try:
-            return await self._store.ping()
+            store_ok = await self._store.ping()
         except Exception:
-            return False
+            store_ok = False
+        if not store_ok:
+            return "the store is unreachable or not migrated"
+        endpoint = self._rt.endpoint
+        if self.is_leader and isinstance(endpoint, NatsEndpoint):
+            try:
+                connected = endpoint.client.is_connected
+            except BrokerError:
+                connected = False
+            if not connected:
+                return "the leader is not connected to NATS"
+        return None
 
     @property
     def coordinator_id(self) -> str:
@@ -119,16 +134,38 @@ class CoordinatorService:
 
     async def submit(self, spec: WorkloadSpec) -> tuple[SubmitResult, WorkloadView]:
         """The result and the workload: as just created (its replicas pending, fence 0, without
-        reading it back), or as it is now for a known idempotency key."""
-        result = await self._store.submit_workload(spec, API_ACTOR)
-        if result.created:
-            self._rt.wake_scheduler()
-        return result, await self._view(result)
+        reading it back), or as it is now for a known idempotency key.
 
-    async def submit_many(self, specs: list[WorkloadSpec]) -> list[SubmitResult | NiyantaError]:
+        The submit span starts the workload's trace (under the caller's, ``spec.traceparent``);
+        its own context is what is stored with the workload."""
+        attributes = {"niyanta.customer": spec.customer_id, "niyanta.type": spec.type_name}
+        with tracer.start_as_current_span(
+            "workload.submit",
+            context=context_from_traceparent(spec.traceparent),
+            attributes=attributes,
+        ) as span:
+            spec = replace(spec, traceparent=current_traceparent())
+            result = await self._store.submit_workload(spec, API_ACTOR)
+            span.set_attribute("niyanta.workload", result.workload.id)
+            if not result.created:
+                return result, await self.get_workload(result.workload.id)
+            self._rt.wake_scheduler()
+            return result, self._submitted(result)
+
+    async def submit_many(
+        self, specs: list[WorkloadSpec], traceparent: str | None = None
+    ) -> list[SubmitResult | NiyantaError]:
         """Many submits in one store transaction, each judged alone: per spec, in order, its
-        result or the error that refused it."""
-        results = await self._store.submit_workloads(specs, API_ACTOR)
+        result or the error that refused it. One ``workload.submit_batch`` span (under the
+        caller's ``traceparent``) starts the trace of every workload of the batch."""
+        with tracer.start_as_current_span(
+            "workload.submit_batch",
+            context=context_from_traceparent(traceparent),
+            attributes={"niyanta.items": len(specs)},
+        ):
+            ours = current_traceparent()
+            specs = [replace(spec, traceparent=ours) for spec in specs]
+            results = await self._store.submit_workloads(specs, API_ACTOR)
         created = [r.workload for r in results if isinstance(r, SubmitResult) and r.created]
         for workload in created:
             self._accepted(workload)
@@ -136,9 +173,7 @@ class CoordinatorService:
             self._rt.wake_scheduler()
         return results
 
-    async def _view(self, result: SubmitResult) -> WorkloadView:
-        if not result.created:
-            return await self.get_workload(result.workload.id)
+    def _submitted(self, result: SubmitResult) -> WorkloadView:
         w = result.workload
         self._accepted(w)
         replicas = [

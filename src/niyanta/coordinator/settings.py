@@ -36,6 +36,11 @@ class CoordinatorSettings(BaseSettings):
     """Backstop period of the scheduling loop; rounds are otherwise triggered by events."""
     lease_check_interval_s: float = Field(default=0.25, gt=0)
     """How often the lease monitor requeues replicas whose lease expired."""
+    metrics: bool = True
+    """Export Prometheus metrics at ``/metrics`` (``NIYANTA_COORDINATOR_METRICS=off``: count
+    nothing)."""
+    metrics_max_customers: int = Field(default=1000, ge=1)
+    """Customers with a label of their own in the metrics; later ones share ``_other``."""
 
     slo_interval_s: float = Field(default=5.0, gt=0)
     """How often the leader evaluates every customer's SLOs."""

@@ -15,6 +15,7 @@ from niyanta.broker.base import CoordinatorEndpoint
 from niyanta.broker.messages import StartReplica, StopReplica
 from niyanta.errors import BrokerError
 from niyanta.model import Checkpoint, Replica, ReplicaKey, Workload
+from niyanta.observability.tracing import current_traceparent
 
 log = structlog.get_logger("niyanta.coordinator")
 
@@ -76,6 +77,7 @@ class WorkerCommands:
             checkpoint_seq=checkpoint.seq if checkpoint is not None else 0,
             lease_ttl_s=self._lease_ttl_s,
             corr=replica.workload_id,
+            traceparent=current_traceparent(),  # the dispatch span: execute's parent
         )
         fields = _fields(replica.key, replica.worker_id, replica.fence, workload.customer_id)
         try:

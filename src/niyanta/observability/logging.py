@@ -16,6 +16,8 @@ from typing import Literal
 
 import structlog
 
+from niyanta.observability.tracing import add_trace_ids
+
 LogFormat = Literal["json", "console", "auto"]
 
 _LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
@@ -35,22 +37,43 @@ def configure_logging(level: str | None = None, fmt: LogFormat = "auto") -> None
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
     )
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        add_trace_ids,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line (PrintLogger writes the newline apart): a worker and its isolated
+        # children share stderr, and their lines must not interleave.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s", force=True)
+    # Lines of libraries that log through the standard library (uvicorn, asyncio) are rendered
+    # the same way, so that stderr is one JSON object a line throughout.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    logging.basicConfig(level=numeric, handlers=[handler], force=True)
     # uvicorn's access log is one line per request: too loud for a job system at INFO.
     logging.getLogger("uvicorn.access").setLevel(max(numeric, logging.WARNING))
+    # At DEBUG the WebSocket library dumps every frame (binary broker messages): not for humans.
+    logging.getLogger("websockets").setLevel(max(numeric, logging.INFO))
 
 
 @contextmanager

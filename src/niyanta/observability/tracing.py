@@ -1,14 +1,20 @@
 """OpenTelemetry tracing. The core depends only on ``opentelemetry-api``: without an SDK every
 span is a no-op. ``configure_tracing()`` installs the SDK when it is available (the ``otel``
 extra) and asked for through the standard ``OTEL_*`` variables, or ``NIYANTA_TRACE_FILE`` for a
-JSON-lines file of finished spans (used by tests and for local debugging).
+JSON-lines file of finished spans (used by tests and for local debugging). ``NIYANTA_TRACING=off``
+keeps every span a no-op whatever else is set.
 
-The trace context crosses processes in broker messages as a W3C ``traceparent`` string.
+The trace context crosses processes in broker messages as a W3C ``traceparent`` string, and is
+stored with a workload at submit so that every later scheduling round (and retry) of it continues
+the submit's trace.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -26,10 +32,23 @@ def current_traceparent() -> str | None:
 
 
 def context_from_traceparent(traceparent: str | None) -> otel_context.Context:
-    """A context whose parent is the span named by an incoming message's traceparent."""
+    """A context whose parent is the span named by ``traceparent``; without one, an empty
+    context (a span started in it begins a new trace, never one that leaked into a task)."""
     if not traceparent:
-        return otel_context.get_current()
-    return _propagator.extract({"traceparent": traceparent})
+        return otel_context.Context()
+    return _propagator.extract({"traceparent": traceparent}, context=otel_context.Context())
+
+
+@contextmanager
+def message_context(traceparent: str | None) -> Iterator[None]:
+    """Handle an incoming message in its own trace context (or none). Broker tasks outlive the
+    messages they carry and inherit whatever context created them: without this, a line about
+    one workload could carry another's trace id."""
+    token = otel_context.attach(context_from_traceparent(traceparent))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def current_trace_ids() -> tuple[str | None, str | None]:
@@ -40,8 +59,23 @@ def current_trace_ids() -> tuple[str | None, str | None]:
     return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
 
 
+def add_trace_ids(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: ``trace_id`` and ``span_id`` of the active span on every line
+    written inside one (coordinator and worker code alike, and workload code's ``ctx.logger``)."""
+    if "trace_id" not in event_dict:
+        trace_id, span_id = current_trace_ids()
+        if trace_id is not None:
+            event_dict["trace_id"] = trace_id
+            event_dict["span_id"] = span_id
+    return event_dict
+
+
 def configure_tracing(service_name: str) -> bool:
     """Install the OpenTelemetry SDK if present and configured; True when spans are exported."""
+    if os.environ.get("NIYANTA_TRACING", "").lower() in {"off", "0", "false", "no"}:
+        return False
     trace_file = os.environ.get("NIYANTA_TRACE_FILE")
     wants_otlp = bool(
         os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -52,14 +86,15 @@ def configure_tracing(service_name: str) -> bool:
     try:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         from niyanta.observability.trace_file_exporter import JsonLinesSpanExporter
     except ImportError:
         return False
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     if trace_file:
-        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(trace_file)))
+        # Batched off the event loop, like OTLP: a span costs the loop no file write.
+        provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(trace_file)))
     if wants_otlp:
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

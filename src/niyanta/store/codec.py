@@ -76,6 +76,7 @@ def decode_affinity(text: str) -> Affinity:
 def spec_digest(spec: WorkloadSpec) -> str:
     """What makes two submits with one idempotency key "the same": every field of the spec."""
     body = asdict(spec)
+    del body["traceparent"]  # each request has its own trace; the spec is the same
     return hashlib.sha256(dumps(body).encode()).hexdigest()
 
 
@@ -172,6 +173,7 @@ def workload_from_row(row: Row) -> Workload:
         state=ReplicaState(row["state"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        traceparent=row["traceparent"],
     )
 
 

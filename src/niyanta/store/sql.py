@@ -103,8 +103,8 @@ INSERT_EVENT = (
 
 INSERT_WORKLOAD = (
     "INSERT INTO workloads (id, customer_id, type_name, type_version, params, spec_digest, mode,"
-    " replicas, affinity, priority, idempotency_key, labels, state, created_at, updated_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    " replicas, affinity, priority, idempotency_key, labels, state, created_at, updated_at,"
+    " traceparent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
 )
 
 
@@ -125,6 +125,7 @@ def _workload_values(workload: Workload, params: str, digest: str) -> tuple[obje
         workload.state.value,
         workload.created_at,
         workload.updated_at,
+        workload.traceparent,
     )
 
 
@@ -656,6 +657,7 @@ class SqlStore(ABC):
             state=S.PENDING,
             created_at=now,
             updated_at=now,
+            traceparent=spec.traceparent,
         )
         values = _workload_values(workload, params, digest)
         if spec.idempotency_key is None:

@@ -42,3 +42,7 @@ class WorkerSettings(BaseSettings):
     """Progress reports of one replica are sent at most this often (latest wins)."""
     drain_timeout_s: float = Field(default=60.0, gt=0)
     """How long a drain waits for yields to be acknowledged before leaving anyway."""
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve ``/health`` and ``/ready`` on this port (Kubernetes probes); None: no probe port."""
+    health_host: str = "0.0.0.0"
+    """Address the probe port listens on."""

@@ -29,6 +29,7 @@ from typing import Any
 from niyanta.errors import FencedOut, PermanentError, TransientError
 from niyanta.model import JSON, ErrorClass
 from niyanta.observability.logging import configure_logging
+from niyanta.observability.tracing import current_traceparent, message_context
 from niyanta.worker.context import (
     UNKNOWN_FENCE,
     ContextBackend,
@@ -66,6 +67,8 @@ class ChildSpec:
     memory_mb: int
     cores: tuple[int, ...]
     nice: int
+    traceparent: str | None = None
+    """The execute span's context: the child's log lines carry its trace id."""
 
 
 class CpuPlanner:
@@ -118,6 +121,7 @@ async def run_in_child(
         memory_mb=definition.type.resources.memory_mb,
         cores=planner.cores_for(cpu),
         nice=planner.nice_for(cpu),
+        traceparent=current_traceparent(),
     )
     mp = multiprocessing.get_context("spawn")
     parent_conn, child_conn = mp.Pipe(duplex=True)
@@ -273,7 +277,8 @@ def child_main(conn: Connection, spec: ChildSpec) -> None:
         return
     if spec.memory_mb > 0:
         _limit_address_space(spec.memory_mb)
-    asyncio.run(_child_run(conn, spec, handler))
+    with message_context(spec.traceparent):
+        asyncio.run(_child_run(conn, spec, handler))
 
 
 def _limit_address_space(memory_mb: int) -> None:

@@ -20,6 +20,8 @@ from niyanta.broker.messages import (
 from niyanta.clock import Clock
 from niyanta.errors import FencedOut, NiyantaError, PermanentError, TransientError
 from niyanta.model import ErrorClass, ReplicaKey
+from niyanta.observability.logging import bind_workload_context
+from niyanta.observability.tracing import context_from_traceparent, current_traceparent, tracer
 from niyanta.worker.circuit_breaker import BreakerBoard, CircuitBreaker
 from niyanta.worker.config import WorkerSettings
 from niyanta.worker.context import UNKNOWN_FENCE, WorkloadContext, decode_json, encode_json
@@ -59,6 +61,7 @@ class ReplicaRun:
     ) -> None:
         self.key = ReplicaKey(start.workload_id, start.index)
         self.fence = start.fence
+        self._start = start
         self.type_name = start.type_name
         self.lease_ttl_s = start.lease_ttl_s
         self.lease_from = port.clock.monotonic()
@@ -150,11 +153,36 @@ class ReplicaRun:
         self._cutoff = asyncio.get_running_loop().call_later(delay, task.cancel)
 
     async def _run(self) -> None:
-        outcome = await self._execute()
-        if self._cutoff is not None:
-            self._cutoff.cancel()
-        await self._flush_progress()
-        await self._report(outcome)
+        """The execute span (a child of the coordinator's dispatch) and the workload's log keys
+        hold for everything this task and the tasks it creates do, workload code included."""
+        start = self._start
+        with (
+            bind_workload_context(
+                customer=start.customer_id,
+                workload=start.workload_id,
+                replica=start.index,
+                worker=self._port.settings.worker_id,
+                fence=start.fence,
+                attempt=start.attempt,
+            ),
+            tracer.start_as_current_span(
+                "workload.execute",
+                context=context_from_traceparent(start.traceparent),
+                attributes={
+                    "niyanta.workload": start.workload_id,
+                    "niyanta.replica": start.index,
+                    "niyanta.attempt": start.attempt,
+                    "niyanta.type": start.type_name,
+                },
+            ) as span,
+        ):
+            self.log.info("replica started", seq=start.checkpoint_seq)
+            outcome = await self._execute()
+            span.set_attribute("niyanta.outcome", outcome.kind.value)
+            if self._cutoff is not None:
+                self._cutoff.cancel()
+            await self._flush_progress()
+            await self._report(outcome)
 
     async def _execute(self) -> Outcome:
         try:
@@ -202,6 +230,7 @@ class ReplicaRun:
             error_class=outcome.error_class.value if outcome.error_class else None,
             error_message=outcome.error_message,
             failed_items=outcome.failed_items,
+            traceparent=current_traceparent(),
         )
         reply = await self._port.deliver(message, self._may_write)
         if isinstance(reply, Refusal) and reply.code in REFUSALS_THAT_ARE_PERMANENT:
@@ -215,6 +244,7 @@ class ReplicaRun:
                 outcome=OutcomeKind.FAILED.value,
                 error_class=ErrorClass.PERMANENT.value,
                 error_message=f"result refused: {reply.code}: {reply.reason}",
+                traceparent=current_traceparent(),
             )
             reply = await self._port.deliver(message, self._may_write)
         if isinstance(reply, Refusal):
@@ -227,12 +257,18 @@ class ReplicaRun:
     # --- ContextBackend ------------------------------------------------------------------------
 
     async def write_checkpoint(self, seq: int, data: bytes) -> None:
+        attributes = {"niyanta.checkpoint_seq": seq, "niyanta.checkpoint_bytes": len(data)}
+        with tracer.start_as_current_span("workload.checkpoint", attributes=attributes):
+            await self._write_checkpoint(seq, data)
+
+    async def _write_checkpoint(self, seq: int, data: bytes) -> None:
         message = CheckpointMsg(
             workload_id=self.key.workload_id,
             index=self.key.index,
             fence=self.fence,
             seq=seq,
             data=data,
+            traceparent=current_traceparent(),
         )
         reply = await self._port.deliver(message, self._may_write)
         if reply is None or (isinstance(reply, Refusal) and reply.code == FENCED_OUT):

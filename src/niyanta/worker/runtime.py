@@ -37,9 +37,11 @@ from niyanta.broker.messages import (
 from niyanta.clock import Clock, SystemClock
 from niyanta.errors import BrokerError, MessageRefused, NiyantaError
 from niyanta.model import ReplicaKey
+from niyanta.observability.tracing import message_context
 from niyanta.worker.circuit_breaker import BreakerBoard
 from niyanta.worker.config import WorkerSettings
 from niyanta.worker.executor import Executor
+from niyanta.worker.health import HealthServer
 from niyanta.worker.registry import Registry, WorkloadDefinition, default_registry
 from niyanta.worker.replica import ReplicaRun
 
@@ -81,6 +83,11 @@ class Worker:
         self._loops: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.health: HealthServer | None = None
+        if settings.health_port is not None:
+            self.health = HealthServer(
+                settings.health_host, settings.health_port, lambda: self.ready
+            )
         self.log = structlog.get_logger("niyanta.worker").bind(worker=settings.worker_id)
         link.on_message(self._on_message)
         link.on_connect(self._join)
@@ -90,6 +97,8 @@ class Worker:
     async def run(self) -> None:
         """Connect and work until drained or closed."""
         self._loop = asyncio.get_running_loop()
+        if self.health is not None:
+            await self.health.start()
         connecting = asyncio.create_task(self._link.connect())
         finished = asyncio.create_task(self._finished.wait())
         try:
@@ -156,6 +165,11 @@ class Worker:
         if tasks:
             await asyncio.wait(tasks)
         await self._shutdown()
+
+    @property
+    def ready(self) -> bool:
+        """Joined to a coordinator over a live connection (the probe port's ``/ready``)."""
+        return self._joined.is_set() and self._link.connected and not self._shut_down
 
     @property
     def running(self) -> dict[ReplicaKey, WorkloadDefinition | None]:
@@ -266,6 +280,10 @@ class Worker:
     # --- messages from the coordinator -----------------------------------------------------------
 
     async def _on_message(self, message: AnyMessage) -> AnyMessage | None:
+        with message_context(message.traceparent):
+            return self._handle(message)
+
+    def _handle(self, message: AnyMessage) -> AnyMessage | None:
         if isinstance(message, StartReplica):
             return self._start(message)
         if isinstance(message, StopReplica):
@@ -281,7 +299,12 @@ class Worker:
     def _start(self, message: StartReplica) -> Started | None:
         key = ReplicaKey(message.workload_id, message.index)
         current = self._runs.get(key)
-        started = Started(workload_id=message.workload_id, index=message.index, fence=message.fence)
+        started = Started(
+            workload_id=message.workload_id,
+            index=message.index,
+            fence=message.fence,
+            traceparent=message.traceparent,
+        )
         if current is not None:
             if current.fence == message.fence:
                 return started  # a re-sent StartReplica: already running
@@ -299,7 +322,6 @@ class Worker:
         run = ReplicaRun(self, message, definition, lookup_error)
         self._runs[key] = run
         run.launch(self._finished_run)
-        run.log.info("replica started", attempt=message.attempt, seq=message.checkpoint_seq)
         if self._draining:
             run.stop("drain")
         return started
@@ -375,6 +397,8 @@ class Worker:
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops = []
         await self._link.close()
+        if self.health is not None:
+            await self.health.stop()
         self._finished.set()
         self.log.info("worker stopped")
 

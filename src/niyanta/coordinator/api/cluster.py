@@ -1,5 +1,6 @@
 """``/v1/cluster`` and the probes: ``/health`` (the process answers), ``/ready`` (the store
-answers and its migrations are applied), ``/metrics`` (Prometheus)."""
+answers and its migrations are applied; on the leader, the broker is connected), ``/metrics``
+(Prometheus)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ async def health(service: Service) -> HealthOut:
 
 @router.get("/ready", response_model=ReadyOut, responses={503: {"description": "not ready"}})
 async def ready(service: Service) -> ReadyOut | JSONResponse:
-    if not await service.ready():
-        return error_response(503, "not_ready", "the store is unreachable or not migrated")
+    problem = await service.ready()
+    if problem is not None:
+        return error_response(503, "not_ready", problem)
     return ReadyOut(ready=True, coordinator_id=service.coordinator_id, leader=service.is_leader)
 
 

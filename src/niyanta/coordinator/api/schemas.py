@@ -265,7 +265,7 @@ class SubmitIn(Body):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     labels: dict[str, str] = Field(default_factory=dict)
 
-    def to_spec(self, idempotency_key: str | None) -> WorkloadSpec:
+    def to_spec(self, idempotency_key: str | None, traceparent: str | None = None) -> WorkloadSpec:
         return WorkloadSpec(
             customer_id=self.customer_id,
             type_name=self.type,
@@ -277,6 +277,7 @@ class SubmitIn(Body):
             priority=self.priority,
             idempotency_key=idempotency_key,
             labels=self.labels,
+            traceparent=traceparent,
         )
 
 

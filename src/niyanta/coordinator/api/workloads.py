@@ -38,27 +38,35 @@ async def submit(
     service: Service,
     response: Response,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+    traceparent: Annotated[str | None, Header(max_length=256)] = None,
 ) -> WorkloadOut:
     """201 when created; 200 with the existing workload for a known idempotency key (from the
-    ``Idempotency-Key`` header or the body field); 409 for that key with a different payload."""
+    ``Idempotency-Key`` header or the body field); 409 for that key with a different payload.
+    A W3C ``traceparent`` header makes the workload's trace a child of the caller's."""
     key = body.idempotency_key
     if idempotency_key is not None:
         if key is not None and key != idempotency_key:
             raise InvalidInput("the Idempotency-Key header and the body's idempotency_key differ")
         key = idempotency_key
-    result, view = await service.submit(body.to_spec(key))
+    result, view = await service.submit(body.to_spec(key, traceparent))
     if not result.created:
         response.status_code = 200
     return WorkloadOut.of(view)
 
 
 @router.post(":batch", response_model=SubmitBatchOut)
-async def submit_batch(body: SubmitBatchIn, service: Service) -> SubmitBatchOut:
+async def submit_batch(
+    body: SubmitBatchIn,
+    service: Service,
+    traceparent: Annotated[str | None, Header(max_length=256)] = None,
+) -> SubmitBatchOut:
     """Up to 1,000 submits in one store transaction, each judged alone: per item, in order, the
     status ``POST /v1/workloads`` would answer with (201, or 200 for a known idempotency key)
     and the workload id, or the 4xx status and error that refused it. Each item's idempotency
-    key is its ``idempotency_key`` field."""
-    results = await service.submit_many([item.to_spec(item.idempotency_key) for item in body.items])
+    key is its ``idempotency_key`` field. A W3C ``traceparent`` header makes the batch's trace
+    (every workload's) a child of the caller's."""
+    specs = [item.to_spec(item.idempotency_key) for item in body.items]
+    results = await service.submit_many(specs, traceparent)
     items = []
     for r in results:
         if isinstance(r, NiyantaError):

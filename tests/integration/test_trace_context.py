@@ -1,0 +1,28 @@
+"""The trace context a workload is submitted in is kept with it: a caller's ``traceparent``
+header makes the workload's trace part of the caller's, and a malformed one starts a new trace
+rather than failing the submit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.integration.coordinator_fixtures import running_coordinator
+
+CALLER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+async def test_a_submit_continues_the_callers_trace(tmp_path: Path) -> None:
+    async with running_coordinator(f"sqlite:///{tmp_path / 'c.db'}") as coordinator:
+        api = coordinator.client
+        await api.post("/v1/customers", json={"id": "acme", "tier": "gold"})
+        await api.post("/v1/workload-types", json={"name": "job"})
+        body = {"customer_id": "acme", "type": "job"}
+        traced = await api.post("/v1/workloads", json=body, headers={"traceparent": CALLER})
+        malformed = await api.post("/v1/workloads", json=body, headers={"traceparent": "junk"})
+        assert (traced.status_code, malformed.status_code) == (201, 201)
+
+        store = coordinator.runtime.store
+        kept = (await store.get_workload(traced.json()["id"])).traceparent
+        assert kept is not None and kept.split("-")[1] == CALLER.split("-")[1]
+        # Without an SDK in this process nothing new is recorded: no trace context to keep.
+        assert (await store.get_workload(malformed.json()["id"])).traceparent is None
