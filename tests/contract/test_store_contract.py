@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import sqlite3
 import subprocess
@@ -64,6 +65,7 @@ from niyanta.store.base import (
     MarkRunning,
     RecordProgress,
     ReleaseReplica,
+    Repeated,
     SaveCheckpoint,
     Store,
     StoreLimits,
@@ -72,6 +74,7 @@ from niyanta.store.base import (
     WriteResult,
 )
 from niyanta.store.factory import open_store
+from niyanta.store.fault_injection import FaultKind, FaultRule, FaultyStore, InjectedFault
 from niyanta.store.group_commit import GroupCommitter
 
 S = ReplicaState
@@ -371,29 +374,48 @@ def fenced_writes(r: Replica) -> list[tuple[FencedWrite, ReplicaState]]:
     ]
 
 
+def repeats(state: ReplicaState, w: FencedWrite) -> bool:
+    """Whether ``w`` at the current fence repeats a write that brought the replica to ``state``
+    (a retry after a lost acknowledgement): acknowledged, nothing written. A start repeats; the
+    results and errors of ``fenced_writes`` differ from those ``replica_in`` recorded, so they
+    are not repeats and are refused (the retries of the same ones are
+    ``test_retries_of_writes_that_committed_unseen_are_recognised``)."""
+    return isinstance(w, MarkRunning) and state in {S.RUNNING, S.SUCCEEDED, S.FAILED, S.RETRYING}
+
+
 async def test_every_fenced_transition_legal_and_illegal(store: Store, clock: FakeClock) -> None:
     """For each state and each write: applied exactly when the table allows it (releases only
-    from a worker's active states); otherwise IllegalTransition and nothing changes."""
+    from a worker's active states; a result from a scheduled replica implies it started);
+    acknowledged without effect when it repeats the write that reached the state; otherwise
+    IllegalTransition and nothing changes."""
     checked = 0
     for state in ReplicaState:
         for case in range(7):
             r = await replica_in(store, clock, state)
             w, target = fenced_writes(r)[case]
             history = await store.list_transitions(r.key.workload_id)
-            legal = can_transition(state, target) and (
+            implied_start = state is S.SCHEDULED and isinstance(w, CompleteReplica | FailReplica)
+            legal = (can_transition(state, target) or implied_start) and (
                 not isinstance(w, ReleaseReplica) or state in ACTIVE
             )
             result = await write(store, w)
             after = await store.get_replica(r.key)
-            if legal:
+            transitions = await store.list_transitions(r.key.workload_id)
+            if repeats(state, w):
+                assert result == Repeated(r) and after == r, (state, w, result)
+                assert transitions == history
+            elif legal:
                 assert isinstance(result, Replica), (state, w, result)
                 assert after.state is target
-                last = (await store.list_transitions(r.key.workload_id))[-1]
-                assert (last.from_state, last.to_state) == (state, target)
+                steps = [(t.from_state, t.to_state) for t in transitions[len(history) :]]
+                if implied_start:
+                    assert steps == [(state, S.RUNNING), (S.RUNNING, target)]
+                else:
+                    assert steps == [(state, target)]
             else:
                 assert isinstance(result, IllegalTransition), (state, w, result)
                 assert after == r
-                assert await store.list_transitions(r.key.workload_id) == history
+                assert transitions == history
             checked += 1
     assert checked == len(ReplicaState) * 7
 
@@ -623,7 +645,8 @@ async def test_checkpoints_advance_and_resume_point(store: Store, clock: FakeClo
     saved = await write(store, SaveCheckpoint(r.key, r.fence, 3, b"three"))
     assert isinstance(saved, Checkpoint) and saved.created_at == clock.now()
     repeat = await write(store, SaveCheckpoint(r.key, r.fence, 3, b"three"))
-    assert isinstance(repeat, Checkpoint) and repeat.seq == 3
+    assert isinstance(repeat, Repeated)
+    assert isinstance(repeat.state, Checkpoint) and repeat.state.seq == 3
     assert isinstance(
         await write(store, SaveCheckpoint(r.key, r.fence, 2, b"two")), CheckpointSeqConflict
     )
@@ -756,6 +779,149 @@ async def test_coordinators_heartbeat(store: Store, clock: FakeClock) -> None:
         CoordinatorInfo("c1", "http://a:8081", clock.now()),
         CoordinatorInfo("c2", "http://b:8080", clock.now()),
     ]
+
+
+# --- faults: retries of calls that committed ----------------------------------------------------
+
+
+async def test_retries_of_writes_that_committed_unseen_are_recognised(store: Store) -> None:
+    """Every fenced write fails once after committing (the caller saw a lost connection) and is
+    retried as is: each retry is acknowledged with the state the first delivery made, nothing
+    is written twice, nothing refused."""
+    faulty = FaultyStore(store, [FaultRule(FaultKind.COMMITTED, methods={"apply_writes"})])
+    faults = faulty.as_store()
+    key = ReplicaKey(await submit(store), 0)
+    fence = (await assign(store, key)).fence
+    writes: list[FencedWrite] = [
+        MarkRunning(key, fence, "w1"),
+        SaveCheckpoint(key, fence, 1, b"one"),
+        SaveCheckpoint(key, fence, 2, b"two"),
+        CompleteReplica(key, fence, {"done": True}),
+    ]
+    for w in writes:
+        with pytest.raises(StoreUnavailable):
+            await faults.apply_writes([w])
+        first = await store.get_replica(key)
+        [again] = await store.apply_writes([w])
+        assert isinstance(again, Repeated), (w, again)
+        assert await store.get_replica(key) == first
+    replica = await store.get_replica(key)
+    assert (replica.state, replica.checkpoint_seq, replica.result) == (
+        S.SUCCEEDED,
+        2,
+        {"done": True},
+    )
+    steps = [(t.from_state, t.to_state) for t in await store.list_transitions(key.workload_id)]
+    assert steps == [(S.PENDING, S.SCHEDULED), (S.SCHEDULED, S.RUNNING), (S.RUNNING, S.SUCCEEDED)]
+    assert faulty.injected_into("apply_writes", FaultKind.COMMITTED) == len(writes)
+    checkpoint = await store.latest_checkpoint(key)
+    assert checkpoint is not None and (checkpoint.seq, checkpoint.data) == (2, b"two")
+    for to_state in (S.PENDING, S.PAUSED, S.CANCELLED):  # yields: the release bumps the token
+        held = await running(store)
+        release = ReleaseReplica(held.key, held.fence, "yielded", to_state)
+        with pytest.raises(StoreUnavailable):
+            await faults.apply_writes([release])
+        [again] = await store.apply_writes([release])
+        assert isinstance(again, Repeated) and isinstance(again.state, Replica)
+        assert (again.state.state, again.state.fence) == (to_state, held.fence + 1)
+        steps = [t.to_state for t in await store.list_transitions(held.key.workload_id)]
+        assert steps.count(to_state) == 1
+
+
+async def test_group_committer_retries_a_batch_the_store_could_not_take(store: Store) -> None:
+    """A blip is absorbed by the committer: a batch that failed before committing is applied
+    by the retry; one that committed unseen is answered Repeated by it, never written twice."""
+    r = await running(store)
+    faulty = FaultyStore(
+        store,
+        [
+            FaultRule(FaultKind.ERROR, methods={"apply_writes"}, calls={1}),
+            FaultRule(FaultKind.COMMITTED, methods={"apply_writes"}, calls={3}),
+        ],
+    )
+    committer = GroupCommitter(faulty.as_store(), retry_pause_s=0.001)
+    first = await committer.submit(SaveCheckpoint(r.key, r.fence, 1, b"one"))
+    assert isinstance(first, Checkpoint) and first.seq == 1
+    second = await committer.submit(SaveCheckpoint(r.key, r.fence, 2, b"two"))
+    assert isinstance(second, Repeated) and isinstance(second.state, Checkpoint)
+    assert second.state.seq == 2
+    assert faulty.calls["apply_writes"] == 4
+    await committer.close()
+    checkpoint = await store.latest_checkpoint(r.key)
+    assert checkpoint is not None and (checkpoint.seq, checkpoint.data) == (2, b"two")
+
+
+async def test_failure_retried_after_commit_counts_one_attempt(store: Store) -> None:
+    r = await running(store)
+    error = ErrorInfo(ErrorClass.TRANSIENT, "flaky")
+    faulty = FaultyStore(store, [FaultRule(FaultKind.COMMITTED, calls={1})])
+    with pytest.raises(StoreUnavailable):
+        await faulty.as_store().apply_writes([FailReplica(r.key, r.fence, error, 1.0)])
+    [again] = await store.apply_writes([FailReplica(r.key, r.fence, error, 1.0)])
+    assert isinstance(again, Repeated) and isinstance(again.state, Replica)
+    assert (again.state.state, again.state.attempt) == (S.RETRYING, 2)
+
+
+async def _pings(faulty: FaultyStore, n: int) -> list[bool | None]:
+    """``n`` pings through ``faulty``: the answer, or None for an injected fault."""
+    outcomes: list[bool | None] = []
+    for _ in range(n):
+        try:
+            outcomes.append(await faulty.as_store().ping())
+        except StoreUnavailable:
+            outcomes.append(None)
+    return outcomes
+
+
+async def test_fault_schedule_and_seeded_probability_repeat_exactly(store: Store) -> None:
+    scheduled = FaultyStore(store, [FaultRule(FaultKind.ERROR, calls={2, 3}, times=1)])
+    assert await _pings(scheduled, 4) == [True, None, True, True]  # call 3: over its one time
+    assert scheduled.injected == [InjectedFault("ping", 2, FaultKind.ERROR)]
+    rule = FaultRule(FaultKind.TIMEOUT, methods={"ping"}, probability=0.5)
+    runs = [await _pings(FaultyStore(store, [rule], seed=5), 30) for _ in range(2)]
+    assert runs[0] == runs[1] and 0 < runs[0].count(None) < 30
+
+
+# --- cancellation ------------------------------------------------------------------------------
+
+
+async def test_calls_cancelled_mid_flight_leave_the_store_usable(store: Store) -> None:
+    """A caller cancelled in the middle of a store call (a shutdown, a timeout around it) leaves
+    no transaction open: each cancelled call committed whole or left no trace, and every later
+    call works. Cancellations land at every point of a call: before BEGIN, between statements,
+    during COMMIT."""
+    rng = random.Random(11)
+    holders = [await running(store) for _ in range(3)]
+    keys: list[str] = []
+    for round_ in range(30):
+        calls: list[asyncio.Task[object]] = []
+        for i in range(3):
+            keys.append(f"cancel-{round_}-{i}")
+            spec = WorkloadSpec(CUSTOMER, TYPE, replicas=2, idempotency_key=keys[-1])
+            calls.append(asyncio.create_task(store.submit_workload(spec, "test")))
+        for r in holders:
+            checkpoint = SaveCheckpoint(r.key, r.fence, round_ + 1, b"state")
+            calls.append(asyncio.create_task(store.apply_writes([checkpoint])))
+        calls.append(asyncio.create_task(store.renew_leases("w1", [], 10)))
+        for _ in range(rng.randrange(12)):
+            await asyncio.sleep(0)
+        if rng.random() < 0.5:
+            await asyncio.sleep(rng.uniform(0, 0.004))
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+    for key in keys:  # each cancelled submit: all of it or nothing
+        again = await store.submit_workload(
+            WorkloadSpec(CUSTOMER, TYPE, replicas=2, idempotency_key=key), "test"
+        )
+        assert len(await store.list_replicas(again.workload.id)) == 2
+    for r in holders:  # checkpoints committed in order; the next one still advances
+        seq = (await store.get_replica(r.key)).checkpoint_seq
+        assert 0 <= seq <= 30
+        [saved] = await store.apply_writes([SaveCheckpoint(r.key, r.fence, 31, b"after")])
+        assert isinstance(saved, Checkpoint) and saved.seq == 31
+    fresh = await running(store, "w2")
+    assert (await write(store, CompleteReplica(fresh.key, fresh.fence))).state is S.SUCCEEDED
 
 
 # --- durability (SQLite) -----------------------------------------------------------------------

@@ -8,15 +8,18 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from fastapi import FastAPI
 
-from niyanta.broker.memory import MemoryHub
+from niyanta.broker.memory import MemoryHub, MemoryWorkerLink
+from niyanta.broker.messages import AnyMessage, Capacity, Hello, TypeInfo
 from niyanta.coordinator import CoordinatorSettings, build_app
 from niyanta.coordinator.runtime import CoordinatorRuntime
 from niyanta.store.base import Store
+
+M = TypeVar("M", bound=AnyMessage)
 
 
 @dataclass
@@ -67,3 +70,39 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what or probe}")
         await asyncio.sleep(interval)
+
+
+class FakeWorker:
+    """A worker scripted by the test: says Hello and records what the coordinator sends."""
+
+    def __init__(self, running: Running, worker_id: str, types: list[str]) -> None:
+        self.worker_id = worker_id
+        self.link: MemoryWorkerLink = running.hub.worker_link(worker_id)
+        self.inbox: asyncio.Queue[AnyMessage] = asyncio.Queue()
+        self.welcome: AnyMessage | None = None
+        self._types = [TypeInfo(name=t) for t in types]
+
+        async def receive(message: AnyMessage) -> None:
+            await self.inbox.put(message)
+
+        self.hello = Hello(
+            worker_id=worker_id,
+            session=f"session-{worker_id}",
+            capacity=Capacity(slots=2),
+            types=self._types,
+        )
+
+        async def join() -> None:
+            self.welcome = await self.link.request(self.hello, timeout=2)
+
+        self.link.on_message(receive)
+        self.link.on_connect(join)
+
+    async def next(self, kind: type[M], within: float = 5.0) -> M:
+        while True:
+            message = await asyncio.wait_for(self.inbox.get(), within)
+            if isinstance(message, kind):
+                return message
+
+    async def write(self, message: AnyMessage) -> AnyMessage:
+        return await self.link.request(message, timeout=5)

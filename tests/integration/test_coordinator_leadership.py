@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.integration.coordinator_fixtures import eventually, running_coordinator
-from tests.integration.test_coordinator import FakeWorker
+from tests.conftest import free_port
+from tests.integration.coordinator_fixtures import FakeWorker, eventually, running_coordinator
 
 from niyanta.broker.messages import Started, StartReplica
 
@@ -67,3 +67,39 @@ async def test_a_follower_takes_over_when_the_leader_dies(tmp_path: Path) -> Non
     finally:
         if first_running:
             await leader_context.__aexit__(None, None, None)
+
+
+async def test_a_follower_without_a_reachable_leader_answers_not_leader_or_cancels_itself(
+    tmp_path: Path,
+) -> None:
+    """What needs the leader's worker connections is forwarded to it (``tests/e2e/
+    test_follower_commands.py``); here the leader's published URL answers nobody. Listing
+    workers, draining and pausing answer ``not_leader``; a request already forwarded once is
+    never forwarded again; a cancel is applied in the store by the follower itself."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    async with (
+        running_coordinator(url, coordinator_id="first", advertise_url=unreachable) as first,
+        running_coordinator(url, coordinator_id="second") as second,
+    ):
+        assert first.runtime.leader.is_leader and not second.runtime.leader.is_leader
+        await second.client.post("/v1/customers", json={"id": "acme", "tier": "gold"})
+        await second.client.post("/v1/workload-types", json={"name": "job"})
+        submitted = await second.client.post(
+            "/v1/workloads", json={"customer_id": "acme", "type": "job"}
+        )
+        workload_id = submitted.json()["id"]
+        for method, path in [
+            ("GET", "/v1/workers"),
+            ("POST", "/v1/workers/w1/drain"),
+            ("POST", f"/v1/workloads/{workload_id}/pause"),
+        ]:
+            answer = await second.client.request(method, path)
+            assert answer.status_code == 503, (path, answer.text)
+            assert answer.json()["error"]["code"] == "not_leader"
+        forwarded = await second.client.get(
+            "/v1/workers", headers={"x-niyanta-forwarded-by": "first"}
+        )
+        assert forwarded.json()["error"]["code"] == "not_leader"
+        cancelled = await second.client.post(f"/v1/workloads/{workload_id}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"

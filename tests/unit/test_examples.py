@@ -16,6 +16,7 @@ import pytest
 from examples.cpu_primes import count_primes, primes_between
 from examples.csv_ingest import ingest
 from examples.demo_jobs import counter, dependency, flaky, noop, partial_batch, permanent
+from examples.fenced_downstream import current_fence, fenced_ledger, write_fenced
 from examples.paginated_fetch import PageServer, fetch_all
 
 from niyanta import WorkloadContext, default_registry
@@ -228,3 +229,43 @@ def test_example_types_are_registered_with_importable_entrypoints(name: str) -> 
     definition = default_registry.get(name, "1")
     assert definition.type.entrypoint is not None
     assert definition.type.entrypoint.startswith("examples.")
+
+
+# --- fenced-ledger ----------
+
+
+def ledger(database: Path) -> dict[int, tuple[str, int]]:
+    with closing(sqlite3.connect(database)) as db:
+        rows = db.execute("SELECT item, value, fence FROM ledger ORDER BY item").fetchall()
+    return {item: (value, fence) for item, value, fence in rows}
+
+
+async def test_fenced_ledger_writes_every_item_with_its_token(tmp_path: Path) -> None:
+    database = tmp_path / "ledger.db"
+    run = await run_workload(fenced_ledger, {"database": str(database), "items": 4}, fence=3)
+    assert run.result == {"written": 4}
+    assert [c["next"] for c in run.checkpoints] == [1, 2, 3, 4]
+    assert {fence for _, fence in ledger(database).values()} == {3}
+
+
+async def test_fenced_ledger_refuses_a_zombie_s_late_write_downstream(tmp_path: Path) -> None:
+    """Token 1 runs two items and is paused (the zombie); the replica is reassigned with token 2,
+    which resumes from the checkpoint and finishes. The zombie wakes and writes item 2 with its
+    token 1: refused downstream, nothing changed, and the run ends fenced out (silent)."""
+    database = tmp_path / "ledger.db"
+    params = {"database": str(database), "items": 4}
+    zombie = await run_workload(
+        fenced_ledger, params, fence=1, worker_id="w1", stop_after_checkpoints=2
+    )
+    assert zombie.checkpoints[-1] == {"next": 2}
+    successor = await run_workload(
+        fenced_ledger, params, zombie.checkpoints[-1], fence=2, worker_id="w2"
+    )
+    assert successor.result == {"written": 4}
+    before = ledger(database)
+    assert not write_fenced(database, "test-workload/0", 1, 2, "late write by w1")
+    woken = await run_workload(fenced_ledger, params, {"next": 2}, fence=1, worker_id="w1")
+    assert woken.outcome == "silent" and woken.checkpoints == []
+    assert ledger(database) == before
+    assert {item: fence for item, (_, fence) in before.items()} == {0: 1, 1: 1, 2: 2, 3: 2}
+    assert current_fence(database, "test-workload/0") == 2

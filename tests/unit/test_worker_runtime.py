@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 import structlog
 
@@ -35,6 +36,7 @@ from niyanta.broker.messages import (
     StopReplica,
     TypeInfo,
     Welcome,
+    new_id,
 )
 from niyanta.clock import FakeClock
 from niyanta.errors import BrokerError
@@ -542,6 +544,79 @@ async def test_result_is_retried_with_the_same_id_until_acknowledged(hub: Memory
     finally:
         await rig.worker.close()
         await rig.task
+
+
+# --- duplicate delivery: every command twice (and late) has one effect --------------------------
+
+
+def _start_message(type_name: str, fence: int) -> StartReplica:
+    return StartReplica(
+        workload_id="w1",
+        index=0,
+        fence=fence,
+        attempt=1,
+        customer_id="acme",
+        type_name=type_name,
+        type_version="1",
+    )
+
+
+def _resent(message: M) -> M:
+    """The same command under a new id (a coordinator that sends it again)."""
+    return msgspec.structs.replace(message, id=new_id())
+
+
+async def test_start_delivered_twice_or_late_runs_the_replica_once(rig: Rig) -> None:
+    start = _start_message("two-checkpoints", fence=7)
+    for message in (start, start, _resent(start)):
+        await rig.coordinator.endpoint.send("w-1", message)
+    await rig.coordinator.wait_for(Result)
+    await rig.coordinator.endpoint.send("w-1", _resent(start))  # after the attempt ended
+    await asyncio.sleep(0.2)
+    assert len(rig.coordinator.of(Result)) == 1
+    assert [c.seq for c in rig.coordinator.of(CheckpointMsg)] == [1, 2]
+    assert not rig.worker.running
+
+
+async def test_a_stale_start_after_a_newer_one_is_ignored(rig: Rig) -> None:
+    await rig.coordinator.endpoint.send("w-1", _start_message("loop", fence=6))
+    await rig.coordinator.wait_for(CheckpointMsg)
+    await rig.coordinator.endpoint.send("w-1", _start_message("loop", fence=5))
+    await asyncio.sleep(0.2)
+    assert {m.fence for m in rig.coordinator.of(Started)} == {6}
+    assert {m.fence for m in rig.coordinator.of(CheckpointMsg)} == {6}
+    assert rig.worker.running
+
+
+async def test_stop_delivered_twice_yields_once(rig: Rig) -> None:
+    await rig.coordinator.start("w-1", "loop", fence=5)
+    await rig.coordinator.wait_for(CheckpointMsg)
+    stop = StopReplica(workload_id="w1", index=0, fence=5, reason="preempt")
+    for message in (stop, stop, _resent(stop)):
+        await rig.coordinator.endpoint.send("w-1", message)
+    await rig.coordinator.wait_for(Result)
+    await asyncio.sleep(0.2)
+    assert [(r.outcome, r.fence) for r in rig.coordinator.of(Result)] == [("yielded", 5)]
+
+
+async def test_drain_delivered_twice_yields_and_says_bye_once(rig: Rig) -> None:
+    await rig.coordinator.start("w-1", "loop")
+    await rig.coordinator.wait_for(CheckpointMsg)
+    drain = Drain(worker_id="w-1")
+    for message in (drain, drain, _resent(drain)):
+        await rig.coordinator.endpoint.send("w-1", message)
+    await asyncio.wait_for(rig.task, 5)
+    assert [r.outcome for r in rig.coordinator.of(Result)] == ["yielded"]
+    assert len(rig.coordinator.of(Bye)) == 1
+
+
+async def test_a_late_grant_naming_an_older_fence_leaves_the_replica_running(rig: Rig) -> None:
+    await rig.coordinator.start("w-1", "loop", fence=5)
+    await rig.coordinator.wait_for(CheckpointMsg)
+    rig.coordinator.fence_in_next_grant = [InventoryItem(workload_id="w1", index=0, fence=4)]
+    beats = len(rig.coordinator.of(Heartbeat))
+    await eventually(lambda: len(rig.coordinator.of(Heartbeat)) >= beats + 3)
+    assert rig.worker.running and rig.coordinator.of(Result) == []
 
 
 # --- stopping ----------------------------------------------------------------------------------

@@ -10,12 +10,14 @@ else; a stale write is refused by its fence, so duplicates are harmless either w
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 
 import structlog
 
 from niyanta.broker.base import Deferred, Reply
+from niyanta.broker.dedup import SeenIds
 from niyanta.broker.messages import (
     Ack,
     AnyMessage,
@@ -63,11 +65,15 @@ from niyanta.store.base import (
     LeaseRenewal,
     MarkRunning,
     ReleaseReplica,
+    Repeated,
     SaveCheckpoint,
     Store,
 )
 
 log = structlog.get_logger("niyanta.coordinator")
+
+STARTED_RETRY_S = 0.2
+"""Pause before writing a ``Started`` again that the store could not take."""
 
 NOT_RETRIED = frozenset({ErrorClass.PERMANENT, ErrorClass.RESOURCE})
 """Error classes that fail a replica at once; every other class (and an unknown one) retries."""
@@ -142,6 +148,8 @@ class MessageHandlers:
         self._wake = wake_scheduler
         self._replies = RecentReplies()
         self._finished = RecentlyFinished()
+        self._reported = SeenIds()
+        """Results and checkpoints counted and logged, so that a repeat is not counted again."""
 
     def _fields(self, key: ReplicaKey, worker_id: str, fence: int) -> dict[str, object]:
         return {
@@ -339,6 +347,13 @@ class MessageHandlers:
         key = ReplicaKey(started.workload_id, started.index)
 
         def refused(write: FencedWrite, exc: NiyantaError) -> None:
+            if isinstance(exc, StoreUnavailable):
+                # Not a refusal: the store was out of reach (the write may even have committed;
+                # a repeat of a committed start changes nothing). Write it again shortly.
+                asyncio.get_running_loop().call_later(
+                    STARTED_RETRY_S, self._writer.submit_detached, write, refused
+                )
+                return
             # Started for an assignment that moved on: the worker must stop it.
             log.info(
                 "replica.start_refused", code=exc.code, **self._fields(key, worker_id, write.fence)
@@ -352,17 +367,23 @@ class MessageHandlers:
         key = ReplicaKey(message.workload_id, message.index)
         write = SaveCheckpoint(key, message.fence, message.seq, message.data)
         try:
-            await self._writer.submit(write)
+            saved = await self._writer.submit(write)
         except StoreUnavailable:
             raise  # no answer: the worker repeats the request until the store is back
         except NiyantaError as exc:
             return self._refused(worker_id, key, message.fence, exc, "checkpoint")
-        labels = self._labels(key.workload_id)
-        self._metrics.checkpoint_writes.labels(**labels).inc()
-        self._metrics.checkpoint_bytes.labels(**labels).inc(len(message.data))
-        log.debug(
-            "checkpoint.saved", seq=message.seq, **self._fields(key, worker_id, message.fence)
-        )
+        # A Repeated write committed before while its caller saw a failure: reported now,
+        # unless this coordinator reported it already (the same write re-sent under a new id).
+        if self._reported.first_time(f"{key}@{message.fence}#{message.seq}"):
+            labels = self._labels(key.workload_id)
+            self._metrics.checkpoint_writes.labels(**labels).inc()
+            self._metrics.checkpoint_bytes.labels(**labels).inc(len(message.data))
+            log.debug(
+                "checkpoint.saved",
+                seq=message.seq,
+                repeated=isinstance(saved, Repeated),
+                **self._fields(key, worker_id, message.fence),
+            )
         return Ack()
 
     async def on_result(self, worker_id: str, message: Result) -> AnyMessage:
@@ -374,10 +395,15 @@ class MessageHandlers:
         except StoreUnavailable:
             raise  # no answer: the worker repeats the request until the store is back
         except NiyantaError as exc:
+            self._commands.stops.take(key, message.fence)
             return self._refused(worker_id, key, message.fence, exc, "result")
+        self._commands.stops.take(key, message.fence)
+        if isinstance(replica, Repeated):  # recorded before; its acknowledgement was lost
+            replica = replica.state
         assert isinstance(replica, Replica)
         self._finished.add(key, message.fence)
-        self._report(worker_id, message, replica)
+        if self._reported.first_time(f"{key}@{message.fence}"):
+            self._report(worker_id, message, replica)
         self._wake(None)
         if replica.state is ReplicaState.RETRYING:
             self._wake(replica.not_before)
@@ -388,7 +414,8 @@ class MessageHandlers:
         if message.outcome == "succeeded":
             return CompleteReplica(key, fence, message.result)
         if message.outcome == "yielded":
-            reason = self._commands.stops.take(key, fence) or StopReason.DRAIN
+            # Read, not taken: a write that fails is retried and needs the reason again.
+            reason = self._commands.stops.reason(key, fence) or StopReason.DRAIN
             to_state = {
                 StopReason.PAUSE: ReplicaState.PAUSED,
                 StopReason.CANCEL: ReplicaState.CANCELLED,

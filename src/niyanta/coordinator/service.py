@@ -280,7 +280,7 @@ class CoordinatorService:
         return self._rt.registry.snapshot()
 
     async def drain_worker(self, worker_id: str) -> WorkerRecord:
-        if not self.is_leader:
+        if not self.is_leader:  # the API forwards a drain to the leader first
             raise NotLeader("workers are drained through the leader coordinator")
         record = self._rt.registry.drain(worker_id)
         if record is None:
@@ -291,6 +291,16 @@ class CoordinatorService:
             raise UnknownWorker(f"worker {worker_id!r} is not reachable: {exc}") from exc
         log.info("worker.drain", worker=worker_id)
         return record
+
+    async def leader_url(self) -> str | None:
+        """The URL of the coordinator holding a live leader lease, if any."""
+        lease = await self._store.get_leader(LEADER_LEASE)
+        if lease is None or lease.expires_at <= self._rt.clock.now():
+            return None
+        for info in await self._store.list_coordinators():
+            if info.id == lease.holder:
+                return info.url
+        return None
 
     async def cluster(self) -> ClusterView:
         return ClusterView(

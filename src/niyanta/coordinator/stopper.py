@@ -1,8 +1,10 @@
 """Ending a loop between steps rather than in the middle of one.
 
-Cancelling a task that awaits a store call can leave that call's transaction half done on the
-store's connection; the coordinator's loops instead wait on a ``Stopper`` between steps and end
-after the step in flight.
+The store is safe to cancel (a cancelled call commits whole or not at all, see the contract test
+``test_calls_cancelled_mid_flight_leave_the_store_usable``), but a loop's step is more than one
+store call: a scheduling round cut between assigning replicas and sending their starts leaves them
+scheduled on a worker that never heard of them until their lease expires. The coordinator's loops
+therefore wait on a ``Stopper`` between steps and end after the step in flight.
 """
 
 from __future__ import annotations

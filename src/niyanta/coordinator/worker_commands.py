@@ -41,6 +41,9 @@ class StopRequests:
     def asked(self, key: ReplicaKey, fence: int) -> bool:
         return (key, fence) in self._reasons
 
+    def reason(self, key: ReplicaKey, fence: int) -> str | None:
+        return self._reasons.get((key, fence))
+
     def take(self, key: ReplicaKey, fence: int) -> str | None:
         return self._reasons.pop((key, fence), None)
 

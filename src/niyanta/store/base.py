@@ -7,7 +7,10 @@ Rules every backend keeps:
 - fenced writes (``FencedWrite``) are accepted only when their ``fence`` equals the replica's
   current token; otherwise ``FencedOut`` and nothing is written;
 - ``apply_writes`` is the group commit: many fenced writes in one transaction, each judged on
-  its own (a refused write does not abort the others), results in input order.
+  its own (a refused write does not abort the others), results in input order;
+- a fenced write that repeats one already applied at the same fence (a start, the same
+  checkpoint seq, the same result or error) is answered ``Repeated`` and writes nothing, so a
+  retry after a lost acknowledgement is neither applied twice nor refused.
 """
 
 from __future__ import annotations
@@ -101,8 +104,20 @@ class ReleaseReplica:
 FencedWrite = (
     MarkRunning | RecordProgress | SaveCheckpoint | CompleteReplica | FailReplica | ReleaseReplica
 )
-WriteResult = Replica | Checkpoint | Exception
-"""Per write: the replica (or checkpoint) after it, or the typed error that refused it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Repeated:
+    """The answer to a write already applied at this fence (a retry whose first delivery
+    committed while its sender saw a failure): nothing was written again; ``state`` is the
+    replica (or checkpoint) as the first delivery left it."""
+
+    state: Replica | Checkpoint
+
+
+WriteResult = Replica | Checkpoint | Repeated | Exception
+"""Per write: the replica (or checkpoint) after it, ``Repeated`` for a write recognised as a
+repeat, or the typed error that refused it."""
 
 
 # --- assignment and leases ---------------------------------------------------------------------

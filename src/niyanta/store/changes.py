@@ -39,8 +39,8 @@ class Change:
     after: ReplicaRow
     transition: Transition | None = None
     checkpoint: Checkpoint | None = None
-    checkpoint_is_new: bool = True
-    """False when a repeated SaveCheckpoint is acknowledged without writing."""
+    repeated: bool = False
+    """A repeat of a write already applied: acknowledged, nothing written."""
 
 
 def move(
@@ -185,17 +185,44 @@ def _require_active(row: ReplicaRow, what: str) -> None:
         )
 
 
+def unchanged(row: ReplicaRow) -> Change:
+    """A repeat of a write already applied (its first delivery committed, but its sender never
+    heard so and sent it again): acknowledged, nothing written, nothing recorded twice."""
+    return Change(row, repeated=True)
+
+
+def implied_start(write: FencedWrite, row: ReplicaRow, now: float) -> Change | None:
+    """A result or failure at the current fence of a replica still ``scheduled`` proves that
+    its holder started it (its ``Started`` write was lost, e.g. to a store fault): the replica
+    moves to running first, so that the result is recorded rather than refused."""
+    r = row.replica
+    if not isinstance(write, CompleteReplica | FailReplica) or r.state is not S.SCHEDULED:
+        return None
+    if write.fence != r.fence:
+        return None
+    actor = f"worker:{r.worker_id}" if r.worker_id else "coordinator"
+    return move(row, S.RUNNING, now=now, actor=actor, reason="started (implied)", started_at=now)
+
+
 def judge(write: FencedWrite, row: ReplicaRow, now: float, limits: StoreLimits) -> Change:
-    """The effect of one fenced write on ``row``, or the typed error that refuses it."""
+    """The effect of one fenced write on ``row``, or the typed error that refuses it. A write at
+    the current fence that was already applied (a retry after a lost acknowledgement) is
+    recognised and changes nothing: a worker holds one fence for one attempt, so the same fence
+    can start, complete or fail a replica only once (a repeat must also carry the same result or
+    error: a different one is refused)."""
+    if _released_already(write, row):
+        return unchanged(row)
     check_fence(row, write.fence)
     r = row.replica
     actor = f"worker:{r.worker_id}" if r.worker_id else "coordinator"
     match write:
         case MarkRunning():
-            check_transition(r.state, S.RUNNING)
-            if write.worker_id != r.worker_id:
+            if write.worker_id != r.worker_id and r.state in ACTIVE:
                 # The token matches but another worker presents it: not the lease holder.
                 raise FencedOut(r.workload_id, r.index, write.fence, r.fence)
+            if r.state is not S.SCHEDULED and r.started_at is not None:
+                return unchanged(row)  # started already (or finished since) at this fence
+            check_transition(r.state, S.RUNNING)
             return move(row, S.RUNNING, now=now, actor=actor, reason="started", started_at=now)
         case RecordProgress():
             _require_active(row, "progress")
@@ -204,6 +231,8 @@ def judge(write: FencedWrite, row: ReplicaRow, now: float, limits: StoreLimits) 
         case SaveCheckpoint():
             return _checkpoint(write, row, now, limits)
         case CompleteReplica():
+            if r.state is S.SUCCEEDED and r.result == write.result:
+                return unchanged(row)
             return move(
                 row,
                 S.SUCCEEDED,
@@ -216,12 +245,36 @@ def judge(write: FencedWrite, row: ReplicaRow, now: float, limits: StoreLimits) 
                 progress=1.0,
             )
         case FailReplica():
+            failed_already = r.state in {S.RETRYING, S.FAILED} or (
+                r.state is S.PENDING and r.error is not None  # retrying, and due again
+            )
+            if failed_already and _same_error(r.error, write.error):
+                return unchanged(row)
             return fail_attempt(row, write.error, write.retry_at, now=now, actor=actor)
         case ReleaseReplica():
             _require_active(row, "release")
             if write.to_state not in {S.PENDING, S.PAUSED, S.CANCELLED}:
                 raise IllegalTransition(r.state.value, write.to_state.value)
             return hand_back(row, write.to_state, now=now, actor=actor, reason=write.reason)
+
+
+def _released_already(write: FencedWrite, row: ReplicaRow) -> bool:
+    """A release repeated after it committed: the release itself moved the token one on and
+    left the replica, unheld, in the state the release asked for."""
+    r = row.replica
+    return (
+        isinstance(write, ReleaseReplica)
+        and r.fence == write.fence + 1
+        and r.state is write.to_state
+        and r.worker_id is None
+    )
+
+
+def _same_error(recorded: ErrorInfo | None, reported: ErrorInfo) -> bool:
+    return recorded is not None and (recorded.error_class, recorded.message) == (
+        reported.error_class,
+        reported.message,
+    )
 
 
 def _checkpoint(write: SaveCheckpoint, row: ReplicaRow, now: float, limits: StoreLimits) -> Change:
@@ -237,7 +290,7 @@ def _checkpoint(write: SaveCheckpoint, row: ReplicaRow, now: float, limits: Stor
         return Change(
             row,
             checkpoint=replace(existing, created_at=r.checkpoint_at or now),
-            checkpoint_is_new=False,
+            repeated=True,
         )
     if write.seq <= r.checkpoint_seq:
         raise CheckpointSeqConflict(

@@ -2,7 +2,8 @@
 
 A caller awaits ``submit(write)``. The committer takes what has queued (waiting while more keeps
 arriving, up to ``max_delay_s``, or until ``max_batch`` writes), applies the batch in one
-transaction, and resolves every caller with its own result or raises its own refusal.
+transaction, and resolves every caller with its own result or raises its own refusal. A batch the
+store could not take (``StoreUnavailable``) is tried again ``retries`` times after short pauses.
 
 Up to ``max_in_flight`` batches commit at once (PostgreSQL runs them in parallel; SQLite has one
 writer, so it gets one). A batch never takes a write for a replica that a batch in flight
@@ -43,8 +44,12 @@ class GroupCommitter:
         max_batch: int = 500,
         max_delay_s: float = 0.002,
         max_in_flight: int | None = None,
+        retries: int = 2,
+        retry_pause_s: float = 0.02,
     ) -> None:
         self._store = store
+        self._retries = retries
+        self._retry_pause_s = retry_pause_s
         self._max_batch = max_batch
         self._max_delay_s = max_delay_s
         if max_in_flight is None:
@@ -77,6 +82,11 @@ class GroupCommitter:
         """Commit what is queued, then stop."""
         self._closed = True
         while self._queue or self._batches:
+            if self._batches:
+                # Wait for the tasks themselves: a batch signals ``_settled`` just before its
+                # task ends and leaves ``_batches``.
+                await asyncio.wait(set(self._batches))
+                continue
             self._settled.clear()
             await self._settled.wait()
         if self._task is not None:
@@ -122,9 +132,20 @@ class GroupCommitter:
             self._busy[write.key] += 1
         return batch
 
+    async def _apply(self, writes: list[FencedWrite]) -> list[WriteResult]:
+        """``apply_writes``, tried again after a short pause when the store could not be reached:
+        a blip costs the callers a few milliseconds instead of a round trip to their worker. The
+        batch may have committed before the failure; its retry is then answered ``Repeated``."""
+        for attempt in range(self._retries):
+            try:
+                return await self._store.apply_writes(writes)
+            except StoreUnavailable:
+                await asyncio.sleep(self._retry_pause_s * 2**attempt)
+        return await self._store.apply_writes(writes)
+
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
-            results = await self._store.apply_writes([write for write, _ in batch])
+            results = await self._apply([write for write, _ in batch])
         except Exception as exc:  # the whole transaction failed: every caller learns why
             results = [exc] * len(batch)
         finally:

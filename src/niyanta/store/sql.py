@@ -60,6 +60,7 @@ from niyanta.store.base import (
     FencedWrite,
     LeaseRenewal,
     RenewResult,
+    Repeated,
     SaveCheckpoint,
     StoreLimits,
     SubmitResult,
@@ -358,7 +359,7 @@ class SqlStore(ABC):
         checkpoints = {
             (c.workload_id, c.index): (c.workload_id, c.index, c.seq, c.fence, c.data, c.created_at)
             for change in batch.changes
-            if (c := change.checkpoint) is not None and change.checkpoint_is_new
+            if (c := change.checkpoint) is not None and not change.repeated
         }
         if checkpoints:
             parts[Many.CHECKPOINTS] = list(checkpoints.values())
@@ -882,17 +883,22 @@ class SqlStore(ABC):
                 if row is None:
                     results.append(UnknownReplica(f"no replica {write.key}"))
                     continue
+                started = changes.implied_start(write, row, now)
                 try:
-                    change = changes.judge(write, row, now, self._limits)
+                    change = changes.judge(
+                        write, row if started is None else started.after, now, self._limits
+                    )
                 except NiyantaError as refused:
                     results.append(refused)
                     continue
+                if started is not None:
+                    batch.apply(started)
                 replica = batch.apply(change)
+                state: Replica | Checkpoint = replica
                 if isinstance(write, SaveCheckpoint):
                     assert change.checkpoint is not None
-                    results.append(change.checkpoint)
-                else:
-                    results.append(replica)
+                    state = change.checkpoint
+                results.append(Repeated(state) if change.repeated else state)
             await self._persist(tx, batch, now)
             return results
 

@@ -38,6 +38,15 @@ def _to_sqlite(sql: str) -> str:
     return _PLACEHOLDER.sub(r"?\1", sql)
 
 
+async def _rollback(conn: aiosqlite.Connection) -> None:
+    """End the open transaction, if any (none is open when a cancelled COMMIT went through)."""
+    try:
+        await conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if "no transaction is active" not in str(exc):
+            raise
+
+
 class SqliteTx:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
@@ -115,13 +124,18 @@ class SqliteStore(SqlStore):
         if conn is None:
             raise StoreUnavailable("the SQLite store is not open")
         async with self._lock:
-            await conn.execute("BEGIN IMMEDIATE")
             try:
+                await conn.execute("BEGIN IMMEDIATE")
                 result = await body(SqliteTx(conn))
+                await conn.execute("COMMIT")
             except BaseException:
-                await conn.execute("ROLLBACK")
+                # Failed or cancelled anywhere, BEGIN and COMMIT included. A cancelled await does
+                # not stop its statement: aiosqlite runs it on the connection's thread anyway.
+                # The ROLLBACK is queued behind it on that thread (so it ends whatever is open,
+                # or finds nothing open after a COMMIT that went through) and is shielded, so a
+                # second cancellation cannot skip it.
+                await asyncio.shield(_rollback(conn))
                 raise
-            await conn.execute("COMMIT")
             return result
 
     def _json_field_equals(self, column: str, key_param: int, value_param: int) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 
 import structlog
@@ -45,6 +46,9 @@ from niyanta.worker.health import HealthServer
 from niyanta.worker.registry import Registry, WorkloadDefinition, default_registry
 from niyanta.worker.replica import ReplicaRun
 
+ENDED_REMEMBERED = 4096
+"""How many ended assignments a worker remembers to ignore late repeats of their start."""
+
 RETRY_PAUSE_S = 0.05
 """Pause between attempts to deliver a request while disconnected."""
 
@@ -74,6 +78,9 @@ class Worker:
         self.coordinator_id: str | None = None
         self._link = link
         self._runs: dict[ReplicaKey, ReplicaRun] = {}
+        self._ended: OrderedDict[tuple[ReplicaKey, int], None] = OrderedDict()
+        """Assignments (replica, fence) that ran here and ended: a late repeat of their
+        StartReplica must not run the workload again."""
         self._joined = asyncio.Event()
         self._finished = asyncio.Event()
         self._draining = False
@@ -305,6 +312,9 @@ class Worker:
             fence=message.fence,
             traceparent=message.traceparent,
         )
+        if (key, message.fence) in self._ended:
+            self.log.debug("repeated start of an ended attempt ignored", fence=message.fence)
+            return None
         if current is not None:
             if current.fence == message.fence:
                 return started  # a re-sent StartReplica: already running
@@ -344,6 +354,9 @@ class Worker:
     def _finished_run(self, run: ReplicaRun) -> None:
         if self._runs.get(run.key) is run:
             del self._runs[run.key]
+        self._ended[(run.key, run.fence)] = None
+        while len(self._ended) > ENDED_REMEMBERED:
+            self._ended.popitem(last=False)
         task = run.task
         if task is not None and not task.cancelled() and task.exception() is not None:
             run.log.error("replica run crashed", exc_info=task.exception())

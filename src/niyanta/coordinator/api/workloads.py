@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from niyanta.coordinator.api.deps import Service
+from niyanta.coordinator.api.leader_forward import leader_answer
 from niyanta.coordinator.api.schemas import (
     CheckpointOut,
     ErrorDetail,
@@ -20,7 +21,7 @@ from niyanta.coordinator.api.schemas import (
     WorkloadOut,
     WorkloadPageOut,
 )
-from niyanta.errors import InvalidInput, NiyantaError, NotFound
+from niyanta.errors import InvalidInput, NiyantaError, NotFound, NotLeader
 from niyanta.states import ReplicaState
 from niyanta.store.base import WorkloadFilter
 
@@ -100,12 +101,24 @@ async def get_workload(workload_id: str, service: Service) -> WorkloadOut:
 
 
 @router.post("/{workload_id}/cancel", response_model=WorkloadOut)
-async def cancel(workload_id: str, service: Service) -> WorkloadOut:
+async def cancel(workload_id: str, request: Request, service: Service) -> WorkloadOut | Response:
+    """Through a follower: the leader cancels (and stops the running replicas at once). With no
+    leader reachable, the follower cancels in the store: the new fence tokens stop the running
+    replicas at their next heartbeat to whichever coordinator leads."""
+    try:
+        if (answer := await leader_answer(request, service)) is not None:
+            return answer
+    except NotLeader:
+        pass
     return WorkloadOut.of(await service.cancel(workload_id))
 
 
 @router.post("/{workload_id}/pause", response_model=WorkloadOut)
-async def pause(workload_id: str, service: Service) -> WorkloadOut:
+async def pause(workload_id: str, request: Request, service: Service) -> WorkloadOut | Response:
+    """Through a follower: the leader pauses (only it can ask running replicas to checkpoint
+    and yield)."""
+    if (answer := await leader_answer(request, service)) is not None:
+        return answer
     return WorkloadOut.of(await service.pause(workload_id))
 
 
