@@ -21,6 +21,7 @@ import uvicorn
 import websockets
 from starlette.applications import Starlette
 
+from niyanta.broker.backoff import Backoff
 from niyanta.broker.base import CoordinatorEndpoint, WorkerLink
 from niyanta.broker.memory import MemoryEndpoint, MemoryHub, MemoryWorkerLink
 from niyanta.broker.messages import (
@@ -608,6 +609,21 @@ async def test_coordinator_pings_drop_a_half_open_worker_link() -> None:
         # The server pings every 0.5 s and gives up 1 s after a ping without a pong.
         await asyncio.wait_for(harness.coordinator.gone.wait(), 3.0)
         assert harness.coordinator.disconnects == ["w1"]
+        assert worker.connects == 1
+
+
+async def test_a_link_tries_every_coordinator_url_before_backing_off() -> None:
+    # Two coordinators that refuse (gone, or a follower), then the leader: it is found within
+    # one round, however long the back-off between rounds has grown.
+    async with AsyncExitStack() as stack:
+        harness = WebSocketHarness(stack)
+        await harness.setup(None)
+        harness.coordinator = Coordinator(harness.endpoint)
+        urls = [f"ws://127.0.0.1:{free_port()}", f"ws://127.0.0.1:{free_port()}", harness.url]
+        link = WebSocketLink(urls, "w1", backoff=Backoff(initial=30.0, maximum=30.0))
+        worker = Worker(link, "w1")
+        stack.push_async_callback(link.close)
+        await asyncio.wait_for(link.connect(), 5)
         assert worker.connects == 1
 
 

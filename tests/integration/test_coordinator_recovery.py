@@ -110,6 +110,41 @@ async def test_a_silent_worker_s_lease_expires_and_its_late_writes_are_refused(
     await silent.link.close()
 
 
+async def test_a_worker_silent_for_a_lease_ttl_is_given_nothing_new(running: Running) -> None:
+    # Frozen (SIGSTOP) with its connection still open: its replica expires and must go to a
+    # worker that heartbeats, not back to the silent one to expire again.
+    silent = FakeWorker(running, "w1", ["job"])
+    await silent.link.connect()
+    workload_id = await _submit(running, "job")
+    start = await silent.next(StartReplica)
+    await silent.link.send(Started(workload_id=workload_id, index=0, fence=start.fence))
+    live = FakeWorker(running, "w2", ["job"])
+    await live.link.connect()
+
+    async def heartbeat() -> None:
+        while True:
+            await live.write(Heartbeat(worker_id="w2", free=Capacity(slots=2)))
+            await asyncio.sleep(0.1)
+
+    beating = asyncio.create_task(heartbeat())
+    try:
+        moved = await live.next(StartReplica, within=5)
+    finally:
+        beating.cancel()
+    assert (moved.workload_id, moved.fence > start.fence) == (workload_id, True)
+    assert [m for m in _drain(silent) if isinstance(m, StartReplica)] == []
+    await silent.link.close()
+    await live.link.close()
+
+
+def _drain(worker: FakeWorker) -> list[Any]:
+    """What the coordinator sent ``worker`` and the test has not read yet."""
+    received = []
+    while not worker.inbox.empty():
+        received.append(worker.inbox.get_nowait())
+    return received
+
+
 async def test_heartbeats_keep_the_lease_and_duplicates_are_harmless(running: Running) -> None:
     worker = FakeWorker(running, "w1", ["job"])
     await worker.link.connect()

@@ -122,3 +122,29 @@ def test_control_loop_options_reach_the_coordinator_settings(
 def test_a_fleet_scaler_without_pools_is_a_usage_error() -> None:
     result = CliRunner().invoke(app, ["coordinator", "--fleet-scaler", "ec2"])
     assert result.exit_code != 0 and "fleet_pools" in result.output
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_worker_dials_every_coordinator_in_a_comma_separated_list(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import niyanta.broker.factory
+
+    dialled: list[list[str]] = []
+
+    def open_link(spec: str, worker_id: str, **kwargs: object) -> object:
+        urls = kwargs["urls"]
+        assert isinstance(urls, list)
+        dialled.append(urls)
+        raise ValueError("stop here: the test only wants the URLs")
+
+    monkeypatch.setattr(niyanta.broker.factory, "open_worker_link", open_link)
+    urls = "http://10.0.0.1:8080, http://10.0.0.2:8080,http://10.0.0.3:8080"
+    args, env = (
+        (["worker", "--coordinator", urls], {})
+        if how == "option"
+        else (["worker"], {"NIYANTA_COORDINATOR": urls})
+    )
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 2  # the ValueError above, reported as a bad --broker
+    assert dialled == [["http://10.0.0.1:8080", "http://10.0.0.2:8080", "http://10.0.0.3:8080"]]

@@ -40,6 +40,7 @@ from niyanta.broker.messages import (
 )
 from niyanta.clock import FakeClock
 from niyanta.errors import BrokerError
+from niyanta.model import ReplicaKey
 from niyanta.worker.config import WorkerSettings
 from niyanta.worker.runtime import JoinRefused, Worker
 
@@ -212,6 +213,10 @@ class FakeCoordinator:
     grant_leases: bool = True
     refuse_fences: set[int] = field(default_factory=set)
     fence_in_next_grant: list[InventoryItem] = field(default_factory=list)
+    ask_rejoin: bool = False
+    """Answer heartbeats with ``rejoin=true`` (a new leader that does not know us) until a
+    Hello is answered."""
+    unanswered_hellos: int = 0
     unanswered_results: int = 0
     checkpoint_delay_s: float = 0.0
     refuse_hello: bool = False
@@ -224,6 +229,10 @@ class FakeCoordinator:
     async def _handle(self, worker_id: str, message: AnyMessage) -> AnyMessage | None:
         self.received.append(message)
         if isinstance(message, Hello):
+            if self.unanswered_hellos > 0:
+                self.unanswered_hellos -= 1
+                return None
+            self.ask_rejoin = False
             if self.refuse_hello:
                 return Refusal(code="unauthorized", reason="bad token")
             return Welcome(
@@ -235,7 +244,7 @@ class FakeCoordinator:
             if not self.grant_leases:
                 return None
             fenced, self.fence_in_next_grant = self.fence_in_next_grant, []
-            return LeaseGrant(ttl_s=self.lease_ttl_s, fenced=fenced)
+            return LeaseGrant(ttl_s=self.lease_ttl_s, fenced=fenced, rejoin=self.ask_rejoin)
         if isinstance(message, Result) and self.unanswered_results > 0:
             self.unanswered_results -= 1
             return None
@@ -385,6 +394,27 @@ async def test_reconnect_sends_hello_again_with_inventory(hub: MemoryHub, rig: R
     assert [(i.workload_id, i.fence) for i in hello.inventory] == [("w1", 4)]
     assert hello.session == rig.coordinator.of(Hello)[0].session
     assert hello.inventory[0].checkpoint_seq >= 1
+
+
+async def test_a_grant_asking_to_rejoin_gets_one_hello_again_with_inventory(rig: Rig) -> None:
+    await rig.coordinator.start("w-1", "loop", fence=4)
+    await rig.coordinator.wait_for(CheckpointMsg)
+    rig.coordinator.ask_rejoin = True
+    hello = await rig.coordinator.wait_for(Hello, lambda m: bool(m.inventory))
+    assert [(i.workload_id, i.fence) for i in hello.inventory] == [("w1", 4)]
+    assert hello.session == rig.coordinator.of(Hello)[0].session
+    await asyncio.sleep(0.3)  # heartbeats go on (every 50 ms); nobody asks again
+    assert len(rig.coordinator.of(Hello)) == 2
+    assert ReplicaKey("w1", 0) in rig.worker.running  # the replica kept running throughout
+
+
+async def test_a_lost_rejoin_hello_is_sent_again_while_heartbeats_go_on(rig: Rig) -> None:
+    rig.coordinator.unanswered_hellos = 1
+    rig.coordinator.ask_rejoin = True
+    await eventually(lambda: not rig.coordinator.ask_rejoin, within=5)  # the second got through
+    assert len(rig.coordinator.of(Hello)) == 3
+    beats = len(rig.coordinator.of(Heartbeat))
+    await eventually(lambda: len(rig.coordinator.of(Heartbeat)) > beats + 2)
 
 
 # --- starting and writing -------------------------------------------------------------------------

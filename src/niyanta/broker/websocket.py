@@ -257,7 +257,9 @@ class WebSocketLink:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._open_timeout = open_timeout
-        self._backoff = backoff or Backoff(initial=0.05, maximum=5.0)
+        # At most 1 s between rounds: after a leader failover the workers must re-attach to
+        # the new leader well within the lease TTL (5 s), or their replicas fence themselves.
+        self._backoff = backoff or Backoff(initial=0.05, maximum=1.0)
         self._handler: WorkerHandler | None = None
         self._connect_handler: ConnectHandler | None = None
         self._ws: ClientConnection | None = None
@@ -286,32 +288,40 @@ class WebSocketLink:
         await self._ready.wait()
 
     async def _supervise(self) -> None:
-        attempt = 0
+        """Dial the URLs in turn, starting from the one that worked last, and back off only
+        after a whole round failed (or a connection ended): a follower refusing the dial is
+        one step of the search for the leader, not a reason to wait longer."""
+        first = 0
         while True:
-            url = self.urls[attempt % len(self.urls)]
-            attempt += 1
-            try:
-                ws = await ws_connect(
-                    self._dial_url(url),
-                    max_size=self.max_message_bytes * FRAME_SLACK,
-                    ping_interval=self._ping_interval,
-                    ping_timeout=self._ping_timeout,
-                    # Bounds the wait for the peer's close frame, also after a ping timeout.
-                    close_timeout=CLOSE_TIMEOUT_S,
-                    open_timeout=self._open_timeout,
-                    compression=None,
-                    proxy=None,
-                )
-            except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-                log.info("broker: cannot reach %s: %r", url, exc)
-                await asyncio.sleep(self._backoff.next_delay())
-                continue
-            connected_at = time.monotonic()
-            if await self._serve(ws):
-                attempt -= 1  # reconnect to the coordinator that worked first
-                if time.monotonic() - connected_at > STABLE_CONNECTION_S:
-                    self._backoff.reset()
+            for offset in range(len(self.urls)):
+                index = (first + offset) % len(self.urls)
+                ws = await self._dial(self.urls[index])
+                if ws is None:
+                    continue
+                connected_at = time.monotonic()
+                if await self._serve(ws):
+                    first = index  # reconnect to the coordinator that worked first
+                    if time.monotonic() - connected_at > STABLE_CONNECTION_S:
+                        self._backoff.reset()
+                    break
             await asyncio.sleep(self._backoff.next_delay())
+
+    async def _dial(self, url: str) -> ClientConnection | None:
+        try:
+            return await ws_connect(
+                self._dial_url(url),
+                max_size=self.max_message_bytes * FRAME_SLACK,
+                ping_interval=self._ping_interval,
+                ping_timeout=self._ping_timeout,
+                # Bounds the wait for the peer's close frame, also after a ping timeout.
+                close_timeout=CLOSE_TIMEOUT_S,
+                open_timeout=self._open_timeout,
+                compression=None,
+                proxy=None,
+            )
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            log.info("broker: cannot reach %s: %r", url, exc)
+            return None
 
     async def _serve(self, ws: ClientConnection) -> bool:
         """Run one connection to its end; whether on_connect succeeded on it."""

@@ -98,7 +98,9 @@ class SchedulingLoop:
 
     async def round(self) -> int:
         """One placement round; the number of replicas started."""
-        workers = self._registry.views(self._endpoint.connected_workers())
+        workers = self._registry.views(
+            self._endpoint.connected_workers(), self._settings.lease_ttl_s
+        )
         pending = await self._store.pending_replicas(pending_window(workers))
         if self._metrics.enabled:
             await self._observe_queue(pending)

@@ -29,7 +29,9 @@ class CoordinatorSettings(BaseSettings):
     """Names the NATS subjects, so that several clusters can share one NATS."""
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     lease_ttl_s: float = Field(default=5.0, gt=0)
-    leader_ttl_s: float = Field(default=5.0, gt=0)
+    leader_ttl_s: float = Field(default=2.5, gt=0)
+    """Well below the lease TTL: a follower takes over and the workers re-attach to it before
+    their replicas' leases lapse, so a leader failover stops no replica."""
     worker_token: str | None = None
     max_params_bytes: int = Field(default=256 * 1024, gt=0)
     schedule_interval_s: float = Field(default=0.5, gt=0)

@@ -47,7 +47,7 @@ class WorkerRecord:
     healthy: bool = True
     metrics: dict[str, float] = field(default_factory=dict)
 
-    def view(self) -> WorkerView:
+    def view(self, responsive: bool = True) -> WorkerView:
         return WorkerView(
             id=self.id,
             labels=self.labels,
@@ -55,7 +55,7 @@ class WorkerRecord:
             slots=self.capacity.slots,
             cpu=self.capacity.cpu,
             memory_mb=self.capacity.memory_mb,
-            schedulable=self.state is WorkerState.ACTIVE and self.healthy,
+            schedulable=self.state is WorkerState.ACTIVE and self.healthy and responsive,
         )
 
     def running_keys(self) -> list[ReplicaKey]:
@@ -132,9 +132,17 @@ class WorkerRegistry:
     def snapshot(self) -> list[WorkerRecord]:
         return sorted(self._workers.values(), key=lambda w: w.id)
 
-    def views(self, connected: set[str]) -> tuple[WorkerView, ...]:
-        """The workers placement may use: joined and still connected."""
-        return tuple(w.view() for w in self.snapshot() if w.id in connected)
+    def views(self, connected: set[str], silent_after_s: float) -> tuple[WorkerView, ...]:
+        """The workers placement may use: joined and still connected. One silent for
+        ``silent_after_s`` (a lease TTL: frozen, or cut off while its connection looks open)
+        has renewed none of its leases and takes nothing new: a replica placed there would
+        only wait for its lease to expire again."""
+        now = self._clock.now()
+        return tuple(
+            w.view(responsive=now - w.last_seen <= silent_after_s)
+            for w in self.snapshot()
+            if w.id in connected
+        )
 
     def __contains__(self, worker_id: object) -> bool:
         return worker_id in self._workers

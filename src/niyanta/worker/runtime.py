@@ -87,6 +87,7 @@ class Worker:
         self._closing = False
         self._shut_down = False
         self._refusal: Refusal | None = None
+        self._rejoining: asyncio.Future[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -186,8 +187,12 @@ class Worker:
     # --- joining ---------------------------------------------------------------------------------
 
     async def _join(self) -> None:
-        """on_connect: Hello as a request; Welcome sets the heartbeat interval and lease TTL."""
+        """on_connect: a new connection is not joined until the coordinator welcomes us."""
         self._joined.clear()
+        await self._say_hello()
+
+    async def _say_hello(self) -> None:
+        """Hello as a request; Welcome sets the heartbeat interval and lease TTL."""
         reply = await self._link.request(self._hello(), timeout=self.settings.request_timeout_s)
         if isinstance(reply, Welcome):
             self.heartbeat_interval_s = reply.heartbeat_interval_s
@@ -224,11 +229,24 @@ class Worker:
         )
 
     async def _announce(self) -> None:
-        """Send Hello again on a live connection so the coordinator learns new types."""
+        """Send Hello again on a live connection (new types; a coordinator that does not know
+        us). Heartbeats go on meanwhile: if this Hello is lost, the next grant asks again."""
         try:
-            await self._join()
+            await self._say_hello()
         except (BrokerError, TimeoutError) as exc:
             self.log.warning("could not announce new types", error=str(exc))
+
+    def _rejoin(self) -> None:
+        """The coordinator does not know this worker (a new leader over NATS, where no
+        reconnection prompts a Hello): say Hello again, with the inventory, once at a time."""
+        if self._rejoining is not None or self._draining or self._closing:
+            return
+        self.log.info("coordinator does not know this worker; joining again")
+        self._rejoining = asyncio.ensure_future(self._announce())
+        self._rejoining.add_done_callback(self._rejoined)
+
+    def _rejoined(self, task: asyncio.Future[None]) -> None:
+        self._rejoining = None
 
     # --- heartbeats and leases -------------------------------------------------------------------
 
@@ -256,6 +274,8 @@ class Worker:
             return
         if isinstance(reply, LeaseGrant):
             self._apply_grant(reply, runs, sent_at)
+            if reply.rejoin:
+                self._rejoin()
         elif isinstance(reply, Refusal):
             self.log.warning("heartbeat refused", code=reply.code, reason=reply.reason)
 
