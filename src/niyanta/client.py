@@ -10,7 +10,7 @@ connected to is skipped and the next one tried (every coordinator serves the API
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -328,6 +328,14 @@ class NiyantaClient:
         response = self._request("POST", "/v1/workloads", json=body)
         workload: JSONObject = self._decode(response)
         return SubmitResult(workload=workload, created=response.status_code == 201)
+
+    def submit_batch(self, items: Sequence[Mapping[str, Any]]) -> list[JSONObject]:
+        """Up to 1,000 submits in one request and one store transaction. Each item is a submit
+        body (``customer_id``, ``type``, ``params``, ... and its own ``idempotency_key``). Per
+        item, in order: ``{"status": 201|200, "id": ...}`` or ``{"status": 4xx, "error": {"code",
+        "message"}}``; a refused item does not stop the others."""
+        body = {"items": [_without_none(item) for item in items]}
+        return _items(self._call("POST", "/v1/workloads:batch", json=body))
 
     def get_workload(self, workload_id: str) -> JSONObject:
         result: JSONObject = self._call("GET", f"/v1/workloads/{_seg(workload_id)}")

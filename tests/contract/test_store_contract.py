@@ -69,6 +69,7 @@ from niyanta.store.base import (
     SaveCheckpoint,
     Store,
     StoreLimits,
+    SubmitResult,
     WorkloadFilter,
     WriteResult,
 )
@@ -243,6 +244,52 @@ async def test_idempotent_submit(store: Store) -> None:
         await store.submit_workload(
             WorkloadSpec(CUSTOMER, TYPE, {"n": 2}, idempotency_key="k1"), "test"
         )
+
+
+async def test_batch_submit_judges_each_spec_alone_in_one_transaction(store: Store) -> None:
+    earlier = await store.submit_workload(
+        WorkloadSpec(CUSTOMER, TYPE, {"n": 0}, idempotency_key="known"), "test"
+    )
+    results = await store.submit_workloads(
+        [
+            WorkloadSpec(CUSTOMER, TYPE, {"n": 1}, replicas=2),
+            WorkloadSpec("nobody", TYPE),
+            WorkloadSpec(CUSTOMER, TYPE, {"n": 0}, idempotency_key="known"),
+            WorkloadSpec(CUSTOMER, "nothing"),
+            WorkloadSpec(CUSTOMER, TYPE, {"blob": "x" * 2000}),
+            WorkloadSpec(CUSTOMER, TYPE, {"n": 2}, idempotency_key="new"),
+            WorkloadSpec(CUSTOMER, TYPE, {"n": 2}, idempotency_key="new"),
+            WorkloadSpec(CUSTOMER, TYPE, {"n": 3}, idempotency_key="known"),
+            WorkloadSpec("nobody", TYPE, {"n": 4}),
+        ],
+        "test",
+    )
+    assert [type(r).__name__ for r in results] == [
+        "SubmitResult",
+        "UnknownCustomer",
+        "SubmitResult",
+        "UnknownWorkloadType",
+        "PayloadTooLarge",
+        "SubmitResult",
+        "SubmitResult",
+        "IdempotencyConflict",
+        "UnknownCustomer",
+    ]
+    created, _, known, _, _, new, new_again, _, _ = results
+    assert isinstance(created, SubmitResult) and created.created
+    assert isinstance(known, SubmitResult) and not known.created
+    assert known.workload.id == earlier.workload.id
+    assert isinstance(new, SubmitResult) and new.created
+    assert isinstance(new_again, SubmitResult) and not new_again.created
+    assert new_again.workload.id == new.workload.id
+    replicas = await store.list_replicas(created.workload.id)
+    assert [(r.index, r.state, r.fence) for r in replicas] == [(0, S.PENDING, 0), (1, S.PENDING, 0)]
+    for wid in (created.workload.id, new.workload.id):
+        events = await store.list_events(EventQuery(workload_id=wid))
+        assert [e.kind for e in events] == ["workload.submitted"]
+    page = await store.list_workloads(WorkloadFilter(customer_id=CUSTOMER))
+    assert {w.id for w in page.items} == {earlier.workload.id, created.workload.id, new.workload.id}
+    assert await store.submit_workloads([], "test") == []
 
 
 async def test_concurrent_duplicate_submits_make_one_workload(store: Store) -> None:

@@ -200,6 +200,17 @@ def test_affinity_reaches_the_scheduler(dev_url: str) -> None:
     assert niyanta(dev_url, "cancel", workload_id).exit_code == 0
 
 
+def test_batch_submit_through_the_client_runs_each_item(dev_url: str) -> None:
+    with NiyantaClient(dev_url) as client:
+        client.create_customer("cust-batch", "gold")
+        item = {"customer_id": "cust-batch", "type": "demo-noop"}
+        items = client.submit_batch([item, {**item, "type": "nope"}, item])
+        assert [i["status"] for i in items] == [201, 404, 201]
+        assert items[1]["error"]["code"] == "unknown_workload_type"
+        for created in (items[0], items[2]):
+            assert wait_state(dev_url, created["id"], {"succeeded"})["state"] == "succeeded"
+
+
 def test_api_errors_come_back_typed(dev_url: str) -> None:
     with NiyantaClient(dev_url) as client:
         with pytest.raises(UnknownWorkload):

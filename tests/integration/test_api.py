@@ -112,6 +112,46 @@ async def test_submit_is_idempotent_per_key(api: httpx.AsyncClient) -> None:
     assert header_again.json()["id"] == by_header.json()["id"]
 
 
+async def test_batch_submit_answers_each_item_as_a_single_submit_would(
+    api: httpx.AsyncClient,
+) -> None:
+    known = (await _submit(api, idempotency_key="k-1")).json()
+    item = {"customer_id": "acme", "type": "count", "params": {"n": 1}}
+    response = await api.post(
+        "/v1/workloads:batch",
+        json={
+            "items": [
+                {**item, "replicas": 2},
+                {**item, "idempotency_key": "k-1"},
+                {**item, "customer_id": "nobody"},
+                {**item, "idempotency_key": "k-1", "params": {"n": 2}},
+                {**item, "type": "nope"},
+            ]
+        },
+    )
+    assert response.status_code == 200, response.text
+    items = response.json()["items"]
+    assert [i["status"] for i in items] == [201, 200, 404, 409, 404]
+    assert [(i["error"] or {}).get("code") for i in items] == [
+        None,
+        None,
+        "unknown_customer",
+        "idempotency_conflict",
+        "unknown_workload_type",
+    ]
+    assert items[1]["id"] == known["id"]
+    created = (await api.get(f"/v1/workloads/{items[0]['id']}")).json()
+    assert [(r["index"], r["state"]) for r in created["replicas"]] == [
+        (0, "pending"),
+        (1, "pending"),
+    ]
+
+    empty = await api.post("/v1/workloads:batch", json={"items": []})
+    assert (empty.status_code, _error(empty)) == (422, "invalid_input")
+    too_many = await api.post("/v1/workloads:batch", json={"items": [item] * 1001})
+    assert (too_many.status_code, _error(too_many)) == (422, "invalid_input")
+
+
 async def test_bad_input_is_a_4xx_with_a_stable_code(api: httpx.AsyncClient) -> None:
     unknown_customer = await _submit(api, customer_id="nobody")
     assert (unknown_customer.status_code, _error(unknown_customer)) == (404, "unknown_customer")

@@ -25,6 +25,9 @@ from niyanta.broker.messages import (
     Ack,
     AnyMessage,
     CheckpointMsg,
+    Heartbeat,
+    InventoryItem,
+    LeaseGrant,
     Refusal,
     Result,
     Started,
@@ -137,6 +140,12 @@ async def test_submit_start_checkpoint_result_succeeds_and_refuses_a_stale_fence
     assert isinstance(done, Ack)
     finished = await _state_is(running.client, workload_id, "succeeded")
     assert finished["replicas"][0]["result"] == {"rows": 10}
+    # A heartbeat built before the result's Ack still lists the finished replica: the worker is
+    # not told it lost it; a replica it never held at that fence is fenced out.
+    inventory = [InventoryItem(workload_id, 0, 1), InventoryItem(workload_id, 0, 0)]
+    grant = await worker.write(Heartbeat(worker_id="w1", inventory=inventory))
+    assert isinstance(grant, LeaseGrant)
+    assert [(i.workload_id, i.fence) for i in grant.fenced] == [(workload_id, 0)]
     checkpoint = (await running.client.get(f"/v1/workloads/{workload_id}/checkpoint")).json()
     assert (checkpoint["seq"], checkpoint["fence"], checkpoint["data"]) == (1, 1, {"row": 5})
 

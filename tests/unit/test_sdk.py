@@ -21,6 +21,7 @@ from niyanta import (
     workload,
 )
 from niyanta.broker.messages import TypeInfo
+from niyanta.coordinator.type_info import type_from_info
 from niyanta.errors import NiyantaError, UnknownWorkloadType
 from niyanta.model import Isolation
 from niyanta.testing import run_workload
@@ -73,6 +74,8 @@ def test_decorator_registers_the_type_with_its_policies() -> None:
     assert info.entrypoint is None  # a local function cannot be imported by another process
     assert info.retry["max_attempts"] == 7 and info.checkpoint["interval_s"] == 2.0
     assert info.timeout_s == 30
+    # The coordinator registers an announced type with the policies the worker declared.
+    assert type_from_info(info) == definition.type
 
 
 def test_decorator_rejects_unknown_policy_fields_and_bad_isolation() -> None:

@@ -12,17 +12,32 @@ Semantics every transport keeps:
 - the coordinator side learns of a worker's departure through ``on_disconnect`` (at once when the
   transport sees the connection drop; transports without connections (NATS) report a worker that
   left or stayed silent for their liveness window, and the lease monitor covers the rest);
-- a slow handler for one worker does not block delivery to others.
+- a slow handler for one worker does not block delivery to others;
+- a coordinator handler may return ``Deferred``: the worker's next message is handled at once
+  and the reply follows when ready (so that writes of many messages share one group commit).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from niyanta.broker.messages import AnyMessage
 
-CoordinatorHandler = Callable[[str, AnyMessage], Awaitable[AnyMessage | None]]
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A handler's reply that comes later: the transport hands the peer's next message to the
+    handler at once and sends what ``reply`` gives (if anything) when it is ready, to where the
+    request's reply belongs. The handler has already done, in arrival order, whatever must
+    happen in order (queueing a write); only the wait for its outcome is left."""
+
+    reply: Awaitable[AnyMessage | None]
+
+
+Reply = AnyMessage | Deferred | None
+CoordinatorHandler = Callable[[str, AnyMessage], Awaitable[Reply]]
 """(worker_id, message) -> optional reply."""
 WorkerHandler = Callable[[AnyMessage], Awaitable[AnyMessage | None]]
 DisconnectHandler = Callable[[str], Awaitable[None]]

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
+from niyanta.broker.base import Deferred, Reply
 from niyanta.broker.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
     AnyMessage,
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 Transmit = Callable[[bytes], Awaitable[None]]
 """Sends one encoded message to the peer; raises BrokerError when it cannot."""
-Handler = Callable[[AnyMessage], Awaitable[AnyMessage | None]]
+Handler = Callable[[AnyMessage], Awaitable[Reply]]
 Remember = Callable[[str, bytes], None]
 """Called with (message id, encoded reply) after a handler's reply is sent."""
 
@@ -85,6 +86,7 @@ class Channel:
             asyncio.Queue()
         )
         self._dispatcher: asyncio.Task[None] | None = None
+        self._deferred: set[asyncio.Task[None]] = set()
         self._released = asyncio.Event()
 
     @property
@@ -117,10 +119,11 @@ class Channel:
     async def close(self) -> None:
         """Stop at once, dropping undelivered messages."""
         self._fail_pending(BrokerError(f"channel {self.name} closed"))
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            await asyncio.gather(self._dispatcher, return_exceptions=True)
-            self._dispatcher = None
+        tasks = [*self._deferred, *([self._dispatcher] if self._dispatcher else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._dispatcher = None
 
     def _fail_pending(self, exc: BrokerError) -> None:
         for future in self._pending.values():
@@ -198,16 +201,40 @@ class Channel:
             except Exception:
                 log.exception("broker: handler failed on %s from %s", message.id, self.name)
                 continue
-            if reply is None:
-                continue
-            reply.corr = message.id
-            if not reply.sender:
-                reply.sender = self._local_sender
-            try:
-                data = encode_checked(reply, self._max_bytes)
-                await respond(data)
-            except BrokerError as exc:
-                log.warning("broker: could not reply to %s: %s", self.name, exc)
-                continue
-            if remember is not None:
-                remember(message.id, data)
+            if isinstance(reply, Deferred):
+                task = asyncio.create_task(self._answer_later(message, reply, respond, remember))
+                self._deferred.add(task)
+                task.add_done_callback(self._deferred.discard)
+            else:
+                await self._answer(message, reply, respond, remember)
+
+    async def _answer_later(
+        self, message: AnyMessage, deferred: Deferred, respond: Transmit, remember: Remember | None
+    ) -> None:
+        try:
+            reply = await deferred.reply
+        except Exception:
+            log.exception("broker: handler failed on %s from %s", message.id, self.name)
+            return
+        await self._answer(message, reply, respond, remember)
+
+    async def _answer(
+        self,
+        message: AnyMessage,
+        reply: AnyMessage | None,
+        respond: Transmit,
+        remember: Remember | None,
+    ) -> None:
+        if reply is None:
+            return
+        reply.corr = message.id
+        if not reply.sender:
+            reply.sender = self._local_sender
+        try:
+            data = encode_checked(reply, self._max_bytes)
+            await respond(data)
+        except BrokerError as exc:
+            log.warning("broker: could not reply to %s: %s", self.name, exc)
+            return
+        if remember is not None:
+            remember(message.id, data)

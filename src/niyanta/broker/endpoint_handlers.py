@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from niyanta.broker.base import CoordinatorHandler, DisconnectHandler
+from niyanta.broker.base import CoordinatorHandler, DisconnectHandler, Reply
 from niyanta.broker.channel import Handler
 from niyanta.broker.messages import AnyMessage
 
@@ -33,7 +33,7 @@ class EndpointHandlers:
         if handler is None:
             return None
 
-        async def handle(message: AnyMessage) -> AnyMessage | None:
+        async def handle(message: AnyMessage) -> Reply:
             return await handler(worker_id, message)
 
         return handle

@@ -17,6 +17,7 @@ import time
 from niyanta.broker.backoff import Backoff
 from niyanta.broker.base import (
     ConnectHandler,
+    Reply,
     WorkerHandler,
 )
 from niyanta.broker.channel import Channel, Handler, encode_checked
@@ -86,7 +87,7 @@ class MemoryEndpoint(EndpointHandlers):
         if handler is None:
             return None
 
-        async def handle(message: AnyMessage) -> AnyMessage | None:
+        async def handle(message: AnyMessage) -> Reply:
             if not connection.authorized:
                 refusal = self._admit(connection, message)
                 if refusal is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import os
 import sys
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
+from niyanta import event_loop
 from niyanta.cli.context import CliState
 from niyanta.cli.selector import parse_labels
 from niyanta.cli.store import DEFAULT_STORE_URL, StoreOption
@@ -195,7 +195,7 @@ def worker(
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--broker") from None
     set_up_observability("niyanta-worker", log_level, log_format)
-    asyncio.run(run_worker(Worker(settings, link)))
+    event_loop.run(run_worker(Worker(settings, link)))
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -372,4 +372,4 @@ def dev(
     import_workload_modules(import_modules)
     set_up_observability("niyanta-dev", log_level, log_format)
     typer.echo(f"niyanta dev: API on {settings.url}, {workers} worker(s), store {store}", err=True)
-    asyncio.run(run_dev(settings, workers, slots))
+    event_loop.run(run_dev(settings, workers, slots))

@@ -2,6 +2,8 @@
 
 Writes go through the ordered writer (group commit, fence checked by the store); a request's reply
 is an ``Ack`` once its write is durable, or a ``Refusal`` with the store's code (``fenced_out``).
+Checkpoints and results are answered ``Deferred``: their write is queued in arrival order, and the
+worker's next message is handled while it commits, so that many writes share one commit.
 A repeated delivery of a message id is answered with the reply already given and does nothing
 else; a stale write is refused by its fence, so duplicates are harmless either way.
 """
@@ -10,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import structlog
 
+from niyanta.broker.base import Deferred, Reply
 from niyanta.broker.dedup import SeenIds
 from niyanta.broker.messages import (
     Ack,
@@ -41,7 +44,6 @@ from niyanta.coordinator.type_info import type_from_info
 from niyanta.coordinator.worker_commands import StopReason, WorkerCommands
 from niyanta.coordinator.worker_registry import WorkerRegistry
 from niyanta.errors import (
-    BrokerError,
     Conflict,
     NiyantaError,
     StoreUnavailable,
@@ -100,8 +102,22 @@ class RecentReplies:
             self._replies.popitem(last=False)
 
 
-Send = Callable[[str, AnyMessage], Awaitable[None]]
-"""Sends one message to a worker (the endpoint's ``send``)."""
+class RecentlyFinished:
+    """(replica, fence) of the last ``capacity`` results committed: a heartbeat built before its
+    replica's result was acknowledged still lists it, and that lease is not renewed (the replica
+    is done), but the worker must not be told it lost the replica."""
+
+    def __init__(self, capacity: int = 65536) -> None:
+        self._capacity = capacity
+        self._keys: OrderedDict[tuple[ReplicaKey, int], None] = OrderedDict()
+
+    def add(self, key: ReplicaKey, fence: int) -> None:
+        self._keys[(key, fence)] = None
+        while len(self._keys) > self._capacity:
+            self._keys.popitem(last=False)
+
+    def __contains__(self, key_and_fence: object) -> bool:
+        return key_and_fence in self._keys
 
 
 class MessageHandlers:
@@ -119,7 +135,6 @@ class MessageHandlers:
         clock: Clock,
         is_leader: Callable[[], bool],
         wake_scheduler: Callable[[float | None], None],
-        send: Send | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -133,10 +148,9 @@ class MessageHandlers:
         self._is_leader = is_leader
         self._wake = wake_scheduler
         self._replies = RecentReplies()
+        self._finished = RecentlyFinished()
         self._reported = SeenIds()
         """Results and checkpoints counted and logged, so that a repeat is not counted again."""
-        self._send = send
-        self._answering: set[asyncio.Task[None]] = set()
 
     def _fields(self, key: ReplicaKey, worker_id: str, fence: int) -> dict[str, object]:
         return {
@@ -147,20 +161,15 @@ class MessageHandlers:
             "fence": fence,
         }
 
-    async def handle(self, worker_id: str, message: AnyMessage) -> AnyMessage | None:
+    async def handle(self, worker_id: str, message: AnyMessage) -> Reply:
         """The broker's entry point for every message from a worker."""
         if not self._is_leader():
             return None  # in flight while leadership was lost; the worker finds the leader
         if message.id in self._replies:
             return self._replies.get(message.id)
         self._replies.put(message.id, None)  # a repeat while this one is handled: no answer
-        if self._send is not None and isinstance(message, CheckpointMsg | Result):
-            # Answered out of band, so that the worker's next write is handled while this one
-            # commits: writes of many replicas share one group commit.
-            task = asyncio.create_task(self._answer(worker_id, message, self._send))
-            self._answering.add(task)
-            task.add_done_callback(self._answering.discard)
-            return None
+        if isinstance(message, CheckpointMsg | Result):
+            return Deferred(self._answer(worker_id, message))
         try:
             reply = await self._dispatch(worker_id, message)
         except Exception:
@@ -169,21 +178,15 @@ class MessageHandlers:
         self._replies.put(message.id, reply)
         return reply
 
-    async def _answer(self, worker_id: str, message: AnyMessage, send: Send) -> None:
+    async def _answer(self, worker_id: str, message: CheckpointMsg | Result) -> AnyMessage | None:
         try:
             reply = await self._dispatch(worker_id, message)
         except Exception as exc:  # the store is unreachable: the worker retries the request
             self._replies.forget(message.id)
             log.warning("message.unanswered", kind=type(message).__name__, error=repr(exc))
-            return
-        if reply is None:
-            return
+            return None
         self._replies.put(message.id, reply)
-        reply.corr = message.id
-        try:
-            await send(worker_id, reply)
-        except BrokerError as exc:
-            log.info("reply.undelivered", worker=worker_id, error=str(exc))
+        return reply
 
     async def _dispatch(self, worker_id: str, message: AnyMessage) -> AnyMessage | None:
         with message_context(message.traceparent):
@@ -331,7 +334,8 @@ class MessageHandlers:
         fenced = [
             item
             for item in beat.inventory
-            if ReplicaKey(item.workload_id, item.index) in fenced_keys
+            if (key := ReplicaKey(item.workload_id, item.index)) in fenced_keys
+            and (key, item.fence) not in self._finished
         ]
         for item in fenced:
             key = ReplicaKey(item.workload_id, item.index)
@@ -398,6 +402,7 @@ class MessageHandlers:
         if isinstance(replica, Repeated):  # recorded before; its acknowledgement was lost
             replica = replica.state
         assert isinstance(replica, Replica)
+        self._finished.add(key, message.fence)
         if self._reported.first_time(f"{key}@{message.fence}"):
             self._report(worker_id, message, replica)
         self._wake(None)

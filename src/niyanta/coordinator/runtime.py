@@ -38,10 +38,6 @@ log = structlog.get_logger("niyanta.coordinator")
 STOP_GRACE_S = 5.0
 
 
-def connectionless(broker: str) -> bool:
-    return broker.startswith(("nats://", "tls://"))
-
-
 class CoordinatorRuntime:
     def __init__(
         self,
@@ -94,9 +90,6 @@ class CoordinatorRuntime:
             clock=clock,
             is_leader=lambda: self.leader.is_leader,
             wake_scheduler=self.scheduling.wake,
-            # Transports with a connection per worker route a reply by its ``corr``; over NATS
-            # a request's reply must be the handler's return value (it goes to the inbox).
-            send=None if connectionless(settings.broker) else endpoint.send,
         )
         self.leases = LeaseMonitor(
             store=store,

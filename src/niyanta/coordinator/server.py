@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import uvicorn
 
+from niyanta import event_loop
 from niyanta.broker.websocket import uvicorn_ws_options
 from niyanta.coordinator.app import build_app
 from niyanta.coordinator.settings import CoordinatorSettings
@@ -32,4 +31,4 @@ async def serve_coordinator(settings: CoordinatorSettings) -> None:
 
 def run_coordinator(settings: CoordinatorSettings) -> None:
     """Serve until SIGINT/SIGTERM; on the way out the coordinator resigns its leadership."""
-    asyncio.run(serve_coordinator(settings))
+    event_loop.run(serve_coordinator(settings))

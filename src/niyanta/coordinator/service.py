@@ -15,7 +15,7 @@ from niyanta.coordinator.runtime import CoordinatorRuntime
 from niyanta.coordinator.type_info import info_from_type
 from niyanta.coordinator.worker_commands import StopReason
 from niyanta.coordinator.worker_registry import WorkerRecord
-from niyanta.errors import BrokerError, InvalidInput, NotLeader, UnknownWorker
+from niyanta.errors import BrokerError, InvalidInput, NiyantaError, NotLeader, UnknownWorker
 from niyanta.model import (
     AutoscalePolicy,
     Checkpoint,
@@ -151,10 +151,41 @@ class CoordinatorService:
             span.set_attribute("niyanta.workload", result.workload.id)
             if not result.created:
                 return result, await self.get_workload(result.workload.id)
+            self._rt.wake_scheduler()
             return result, self._submitted(result)
+
+    async def submit_many(
+        self, specs: list[WorkloadSpec], traceparent: str | None = None
+    ) -> list[SubmitResult | NiyantaError]:
+        """Many submits in one store transaction, each judged alone: per spec, in order, its
+        result or the error that refused it. One ``workload.submit_batch`` span (under the
+        caller's ``traceparent``) starts the trace of every workload of the batch."""
+        with tracer.start_as_current_span(
+            "workload.submit_batch",
+            context=context_from_traceparent(traceparent),
+            attributes={"niyanta.items": len(specs)},
+        ):
+            ours = current_traceparent()
+            specs = [replace(spec, traceparent=ours) for spec in specs]
+            results = await self._store.submit_workloads(specs, API_ACTOR)
+        created = [r.workload for r in results if isinstance(r, SubmitResult) and r.created]
+        for workload in created:
+            self._accepted(workload)
+        if created:
+            self._rt.wake_scheduler()
+        return results
 
     def _submitted(self, result: SubmitResult) -> WorkloadView:
         w = result.workload
+        self._accepted(w)
+        replicas = [
+            Replica(w.id, i, ReplicaState.PENDING, fence=0, attempt=1, enqueued_at=w.created_at)
+            for i in range(w.replicas)
+        ]
+        return WorkloadView(w, replicas)
+
+    def _accepted(self, w: Workload) -> None:
+        """A new workload: cached for placement, counted and logged."""
         self._rt.catalog.remember(w)
         self._rt.metrics.submitted.labels(
             customer=self._rt.metrics.customer_label(w.customer_id), type=w.type_name
@@ -166,12 +197,6 @@ class CoordinatorService:
             type=w.type_name,
             replicas=w.replicas,
         )
-        self._rt.wake_scheduler()
-        replicas = [
-            Replica(w.id, i, ReplicaState.PENDING, fence=0, attempt=1, enqueued_at=w.created_at)
-            for i in range(w.replicas)
-        ]
-        return WorkloadView(w, replicas)
 
     async def get_workload(self, workload_id: str) -> WorkloadView:
         workload = await self._store.get_workload(workload_id)

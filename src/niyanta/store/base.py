@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from niyanta.errors import NiyantaError
 from niyanta.model import (
     JSON,
     AutoscalePolicy,
@@ -248,6 +249,15 @@ class Store(Protocol):
         """Create the workload and its replicas (pending, fence 0). Idempotent per customer and
         key; IdempotencyConflict for the same key with a different spec. UnknownCustomer,
         UnknownWorkloadType, PayloadTooLarge, InvalidInput on bad input."""
+        ...
+
+    async def submit_workloads(
+        self, specs: Sequence[WorkloadSpec], actor: str
+    ) -> list[SubmitResult | NiyantaError]:
+        """Many submits in one transaction, each judged alone as ``submit_workload`` judges it:
+        per spec, in input order, its result or the typed error that refused it (a refused spec
+        does not stop the others). The same idempotency key twice in one call returns the first
+        spec's workload for the second."""
         ...
 
     async def get_workload(self, workload_id: str) -> Workload: ...

@@ -103,6 +103,108 @@ INSERT_EVENT = (
     " data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 )
 
+INSERT_WORKLOAD = (
+    "INSERT INTO workloads (id, customer_id, type_name, type_version, params, spec_digest, mode,"
+    " replicas, affinity, priority, idempotency_key, labels, state, created_at, updated_at,"
+    " traceparent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+)
+
+
+def _workload_values(workload: Workload, params: str, digest: str) -> tuple[object, ...]:
+    return (
+        workload.id,
+        workload.customer_id,
+        workload.type_name,
+        workload.type_version,
+        params,
+        digest,
+        workload.mode.value,
+        workload.replicas,
+        encode_affinity(workload.affinity),
+        workload.priority,
+        workload.idempotency_key,
+        dumps(dict(workload.labels)),
+        workload.state.value,
+        workload.created_at,
+        workload.updated_at,
+        workload.traceparent,
+    )
+
+
+def _new_replica_values(
+    workload: Workload, indexes: Iterable[int], now: float
+) -> list[tuple[object, ...]]:
+    """Rows of new replicas: pending, fence 0, first attempt."""
+    return [
+        replica_values(
+            ReplicaRow(
+                Replica(workload.id, i, S.PENDING, fence=0, attempt=1, enqueued_at=now),
+                customer_id=workload.customer_id,
+                checkpoint_fence=0,
+            )
+        )
+        for i in indexes
+    ]
+
+
+class _NewWorkloads:
+    """The rows of the workloads one submit transaction creates, written together at its end
+    (one statement per table rather than per workload)."""
+
+    def __init__(self, now: float, actor: str) -> None:
+        self.now = now
+        self._actor = actor
+        self._workloads: list[tuple[object, ...]] = []
+        self._replicas: list[tuple[object, ...]] = []
+        self._events: list[tuple[object, ...]] = []
+
+    def add(self, workload: Workload, values: tuple[object, ...] | None) -> None:
+        """``values``: the workload's row when it is still to be inserted (None: it is)."""
+        if values is not None:
+            self._workloads.append(values)
+        self._replicas += _new_replica_values(workload, range(workload.replicas), self.now)
+        event = Event(
+            id=0,
+            kind="workload.submitted",
+            at=self.now,
+            actor=self._actor,
+            workload_id=workload.id,
+            customer_id=workload.customer_id,
+            data={"type": f"{workload.type_name}@{workload.type_version}"},
+        )
+        self._events.append(event_values(event))
+
+    async def write(self, tx: Tx) -> None:
+        for sql, rows in (
+            (INSERT_WORKLOAD, self._workloads),
+            (INSERT_REPLICA, self._replicas),
+            (INSERT_EVENT, self._events),
+        ):
+            if len(rows) == 1:
+                await tx.execute(sql, *rows[0])  # asyncpg's executemany costs more for one row
+            elif rows:
+                await tx.executemany(sql, rows)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+async def _cached(
+    cache: dict[K, V | NiyantaError], key: K, load: Callable[..., Awaitable[V]], *args: object
+) -> V:
+    """``load(*args)`` once per key within a transaction; a refusal is remembered and raised
+    again."""
+    if key not in cache:
+        try:
+            cache[key] = await load(*args)
+        except NiyantaError as refused:
+            cache[key] = refused
+    found = cache[key]
+    if isinstance(found, NiyantaError):
+        raise found
+    return found
+
 
 class Many(StrEnum):
     """The statements ``_persist`` applies to many rows at once."""
@@ -482,92 +584,102 @@ class SqlStore(ABC):
         return SubmitResult(workload_from_row(row), created=False)
 
     async def submit_workload(self, spec: WorkloadSpec, actor: str) -> SubmitResult:
-        params = self._check_spec(spec)
-        digest = spec_digest(spec)
+        (result,) = await self.submit_workloads([spec], actor)
+        if isinstance(result, NiyantaError):
+            raise result
+        return result
+
+    async def submit_workloads(
+        self, specs: Sequence[WorkloadSpec], actor: str
+    ) -> list[SubmitResult | NiyantaError]:
+        checked: list[tuple[str, str] | NiyantaError] = []
+        for spec in specs:
+            try:
+                checked.append((self._check_spec(spec), spec_digest(spec)))
+            except NiyantaError as refused:
+                checked.append(refused)
         now = self._now()
 
-        async def body(tx: Tx) -> SubmitResult:
-            if spec.idempotency_key is not None:
-                existing = await self._by_idempotency_key(tx, spec, digest)
-                if existing is not None:
-                    return existing
-            customer = await self._customer(tx, spec.customer_id)
-            wtype = await self._type(tx, spec.type_name, spec.type_version)
-            workload = Workload(
-                id=f"w-{uuid.uuid4().hex}",
-                customer_id=customer.id,
-                type_name=wtype.name,
-                type_version=wtype.version,
-                params=json.loads(params),
-                mode=spec.mode,
-                replicas=spec.replicas,
-                affinity=spec.affinity,
-                priority=spec.priority,
-                idempotency_key=spec.idempotency_key,
-                labels=dict(spec.labels),
-                state=S.PENDING,
-                created_at=now,
-                updated_at=now,
-                traceparent=spec.traceparent,
-            )
-            inserted = await tx.fetchrow(
-                "INSERT INTO workloads (id, customer_id, type_name, type_version, params,"
-                " spec_digest, mode, replicas, affinity, priority, idempotency_key, labels, state,"
-                " created_at, updated_at, traceparent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
-                " $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING RETURNING id",
-                workload.id,
-                workload.customer_id,
-                workload.type_name,
-                workload.type_version,
-                params,
-                digest,
-                workload.mode.value,
-                workload.replicas,
-                encode_affinity(workload.affinity),
-                workload.priority,
-                workload.idempotency_key,
-                dumps(dict(workload.labels)),
-                workload.state.value,
-                now,
-                now,
-                workload.traceparent,
-            )
-            if inserted is None:
-                # A concurrent submit with the same key committed first: return its workload.
-                existing = await self._by_idempotency_key(tx, spec, digest)
-                assert existing is not None
-                return existing
-            await self._insert_replicas(tx, workload, range(workload.replicas), now)
-            await tx.execute(
-                INSERT_EVENT,
-                *event_values(
-                    Event(
-                        id=0,
-                        kind="workload.submitted",
-                        at=now,
-                        actor=actor,
-                        workload_id=workload.id,
-                        customer_id=workload.customer_id,
-                        data={"type": f"{workload.type_name}@{workload.type_version}"},
+        async def body(tx: Tx) -> list[SubmitResult | NiyantaError]:
+            batch = _NewWorkloads(now, actor)
+            customers: dict[str, Customer | NiyantaError] = {}
+            types: dict[tuple[str, str | None], WorkloadType | NiyantaError] = {}
+            results: list[SubmitResult | NiyantaError] = []
+            for spec, check in zip(specs, checked, strict=True):
+                if isinstance(check, NiyantaError):
+                    results.append(check)
+                    continue
+                try:
+                    customer = await _cached(
+                        customers, spec.customer_id, self._customer, tx, spec.customer_id
                     )
-                ),
-            )
-            return SubmitResult(workload, created=True)
+                    version = (spec.type_name, spec.type_version)
+                    wtype = await _cached(types, version, self._type, tx, *version)
+                    results.append(await self._submit_one(tx, batch, spec, check, customer, wtype))
+                except NiyantaError as refused:
+                    results.append(refused)
+            await batch.write(tx)
+            return results
 
+        if not specs:
+            return []
         return await self._run(body)
+
+    async def _submit_one(
+        self,
+        tx: Tx,
+        batch: _NewWorkloads,
+        spec: WorkloadSpec,
+        check: tuple[str, str],
+        customer: Customer,
+        wtype: WorkloadType,
+    ) -> SubmitResult:
+        """One workload of a batch: the existing one for a known idempotency key, else a new
+        one queued on ``batch``. A keyed workload is inserted at once (a concurrent submit with
+        the same key, or the same key again later in the batch, must find it); unkeyed ones
+        have fresh ids and are inserted together."""
+        params, digest = check
+        if spec.idempotency_key is not None:
+            existing = await self._by_idempotency_key(tx, spec, digest)
+            if existing is not None:
+                return existing
+        now = batch.now
+        workload = Workload(
+            id=f"w-{uuid.uuid4().hex}",
+            customer_id=customer.id,
+            type_name=wtype.name,
+            type_version=wtype.version,
+            params=json.loads(params),
+            mode=spec.mode,
+            replicas=spec.replicas,
+            affinity=spec.affinity,
+            priority=spec.priority,
+            idempotency_key=spec.idempotency_key,
+            labels=dict(spec.labels),
+            state=S.PENDING,
+            created_at=now,
+            updated_at=now,
+            traceparent=spec.traceparent,
+        )
+        values = _workload_values(workload, params, digest)
+        if spec.idempotency_key is None:
+            batch.add(workload, values)
+            return SubmitResult(workload, created=True)
+        inserted = await tx.fetchrow(
+            INSERT_WORKLOAD + " ON CONFLICT DO NOTHING RETURNING id", *values
+        )
+        if inserted is None:
+            # A concurrent submit with the same key committed first: return its workload.
+            existing = await self._by_idempotency_key(tx, spec, digest)
+            assert existing is not None
+            return existing
+        batch.add(workload, None)
+        return SubmitResult(workload, created=True)
 
     async def _insert_replicas(
         self, tx: Tx, workload: Workload, indexes: Iterable[int], now: float
     ) -> None:
-        rows = [
-            ReplicaRow(
-                Replica(workload.id, i, S.PENDING, fence=0, attempt=1, enqueued_at=now),
-                customer_id=workload.customer_id,
-                checkpoint_fence=0,
-            )
-            for i in indexes
-        ]
-        await tx.executemany(INSERT_REPLICA, [replica_values(r) for r in rows])
+        await tx.executemany(INSERT_REPLICA, _new_replica_values(workload, indexes, now))
 
     async def get_workload(self, workload_id: str) -> Workload:
         async def body(tx: Tx) -> Workload:

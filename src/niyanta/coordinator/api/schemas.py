@@ -30,6 +30,7 @@ from niyanta.model import (
     SloTargets,
     Tier,
     Workload,
+    WorkloadSpec,
     WorkloadType,
 )
 from niyanta.slo.evaluator import MEASURES
@@ -281,6 +282,28 @@ class SubmitIn(Body):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     labels: dict[str, str] = Field(default_factory=dict)
 
+    def to_spec(self, idempotency_key: str | None, traceparent: str | None = None) -> WorkloadSpec:
+        return WorkloadSpec(
+            customer_id=self.customer_id,
+            type_name=self.type,
+            params=self.params,
+            type_version=self.type_version,
+            mode=self.mode,
+            replicas=self.replicas,
+            affinity=self.affinity.to_model(),
+            priority=self.priority,
+            idempotency_key=idempotency_key,
+            labels=self.labels,
+            traceparent=traceparent,
+        )
+
+
+MAX_BATCH_SUBMIT = 1000
+
+
+class SubmitBatchIn(Body):
+    items: list[SubmitIn] = Field(min_length=1, max_length=MAX_BATCH_SUBMIT)
+
 
 class ErrorInfoOut(BaseModel):
     error_class: str
@@ -376,6 +399,20 @@ class WorkloadOut(BaseModel):
             updated_at=w.updated_at,
             replicas=[ReplicaOut.of(r, view.pending_reasons.get(r.index)) for r in view.replicas],
         )
+
+
+class SubmitItemOut(BaseModel):
+    """One item of a batch submit: ``status`` is what ``POST /v1/workloads`` would have
+    answered for it (201 created, 200 known idempotency key: ``id`` is the workload's; 4xx with
+    ``error``)."""
+
+    status: int
+    id: str | None = None
+    error: ErrorDetail | None = None
+
+
+class SubmitBatchOut(BaseModel):
+    items: list[SubmitItemOut]
 
 
 class WorkloadPageOut(BaseModel):

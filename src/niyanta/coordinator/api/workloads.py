@@ -11,14 +11,17 @@ from niyanta.coordinator.api.deps import Service
 from niyanta.coordinator.api.leader_forward import leader_answer
 from niyanta.coordinator.api.schemas import (
     CheckpointOut,
+    ErrorDetail,
     EventList,
     EventOut,
+    SubmitBatchIn,
+    SubmitBatchOut,
     SubmitIn,
+    SubmitItemOut,
     WorkloadOut,
     WorkloadPageOut,
 )
-from niyanta.errors import InvalidInput, NotFound, NotLeader
-from niyanta.model import WorkloadSpec
+from niyanta.errors import InvalidInput, NiyantaError, NotFound, NotLeader
 from niyanta.states import ReplicaState
 from niyanta.store.base import WorkloadFilter
 
@@ -46,23 +49,33 @@ async def submit(
         if key is not None and key != idempotency_key:
             raise InvalidInput("the Idempotency-Key header and the body's idempotency_key differ")
         key = idempotency_key
-    spec = WorkloadSpec(
-        customer_id=body.customer_id,
-        type_name=body.type,
-        params=body.params,
-        type_version=body.type_version,
-        mode=body.mode,
-        replicas=body.replicas,
-        affinity=body.affinity.to_model(),
-        priority=body.priority,
-        idempotency_key=key,
-        labels=body.labels,
-        traceparent=traceparent,
-    )
-    result, view = await service.submit(spec)
+    result, view = await service.submit(body.to_spec(key, traceparent))
     if not result.created:
         response.status_code = 200
     return WorkloadOut.of(view)
+
+
+@router.post(":batch", response_model=SubmitBatchOut)
+async def submit_batch(
+    body: SubmitBatchIn,
+    service: Service,
+    traceparent: Annotated[str | None, Header(max_length=256)] = None,
+) -> SubmitBatchOut:
+    """Up to 1,000 submits in one store transaction, each judged alone: per item, in order, the
+    status ``POST /v1/workloads`` would answer with (201, or 200 for a known idempotency key)
+    and the workload id, or the 4xx status and error that refused it. Each item's idempotency
+    key is its ``idempotency_key`` field. A W3C ``traceparent`` header makes the batch's trace
+    (every workload's) a child of the caller's."""
+    specs = [item.to_spec(item.idempotency_key) for item in body.items]
+    results = await service.submit_many(specs, traceparent)
+    items = []
+    for r in results:
+        if isinstance(r, NiyantaError):
+            error = ErrorDetail(code=r.code, message=r.message)
+            items.append(SubmitItemOut(status=r.http_status, error=error))
+        else:
+            items.append(SubmitItemOut(status=201 if r.created else 200, id=r.workload.id))
+    return SubmitBatchOut(items=items)
 
 
 @router.get("", response_model=WorkloadPageOut)
