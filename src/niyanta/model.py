@@ -63,6 +63,10 @@ class Tier:
     """Default fair-share weight of a customer on this tier."""
     guaranteed_slots: int = 0
     """Slots lower tiers may borrow only while nobody entitled waits."""
+    guaranteed_cpu: float = 0.0
+    """Cores lower tiers may borrow only while nobody entitled waits for cpu."""
+    guaranteed_memory_mb: int = 0
+    """Memory (MB) lower tiers may borrow only while nobody entitled waits for memory."""
     concurrency_cap: int | None = None
     """Per-customer cap on running replicas; None is no cap."""
     may_preempt: bool = False

@@ -170,6 +170,15 @@ async def test_default_tiers_seeded_and_tiers_upserted(store: Store) -> None:
     assert (gold.priority, gold.weight, gold.concurrency_cap) == (350, 5.0, None)
 
 
+async def test_a_tiers_guaranteed_cpu_and_memory_round_trip(store: Store) -> None:
+    silver = Tier("silver", 200, guaranteed_slots=1, guaranteed_cpu=2.5, guaranteed_memory_mb=4096)
+    await store.upsert_tier(silver)
+    assert next(t for t in await store.list_tiers() if t.name == "silver") == silver
+    await store.upsert_tier(Tier("silver", 200))
+    reset = next(t for t in await store.list_tiers() if t.name == "silver")
+    assert (reset.guaranteed_cpu, reset.guaranteed_memory_mb) == (0.0, 0)
+
+
 async def test_customers(store: Store, clock: FakeClock) -> None:
     with pytest.raises(AlreadyExists):
         await store.create_customer(Customer(CUSTOMER, "gold"))

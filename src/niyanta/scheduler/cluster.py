@@ -33,6 +33,28 @@ ClassEntry = tuple[float, int, int]
 LabelsKey = tuple[tuple[str, str], ...]
 
 
+class FreeTotal:
+    """Free amount of cpu or memory over the workers a placement could use (schedulable, with
+    a free slot): what a tier's guarantee is held out of. Unbounded while one of them does not
+    account the resource (a replica waiting for it would have fitted there)."""
+
+    __slots__ = ("accounted", "unbounded")
+
+    def __init__(self) -> None:
+        self.accounted = 0.0
+        self.unbounded = 0
+
+    def add(self, free: float, sign: int) -> None:
+        if free == UNLIMITED:
+            self.unbounded += sign
+        else:
+            self.accounted += sign * max(0.0, free)
+
+    @property
+    def value(self) -> float:
+        return UNLIMITED if self.unbounded else self.accounted
+
+
 def labels_key(labels: Mapping[str, str]) -> LabelsKey:
     return tuple(sorted(labels.items()))
 
@@ -116,6 +138,8 @@ class Cluster:
         self.classes: list[WorkerClass] = []
         self.free_slot_total = 0
         """Free slots over all schedulable workers: at 0 nothing can be placed."""
+        self.free_cpu_total = FreeTotal()
+        self.free_memory_total = FreeTotal()
         self._build_classes()
         self._shapes: dict[object, Shape] = {}
         self._shape_by_id: dict[tuple[str, int], Shape] = {}
@@ -144,6 +168,7 @@ class Cluster:
             self.class_of[i] = cls.index
             if self.free_slots[i] > 0:
                 self.free_slot_total += self.free_slots[i]
+                self._count_free(i, 1)
                 key = self._key_of(i)
                 self.key[i] = key
                 cls.heap.append((key, i))
@@ -251,12 +276,15 @@ class Cluster:
 
     def reserve(self, i: int, slots: int, cpu: float, memory: float) -> None:
         """Take capacity on worker ``i`` (a placement, or a preemptor's claim)."""
+        if self.free_slots[i] > 0:
+            self._count_free(i, -1)
         self.free_slots[i] -= slots
         self.free_cpu[i] -= cpu
         self.free_memory[i] -= memory
         self.free_slot_total -= slots
         cls = self.classes[self.class_of[i]]
         if self.free_slots[i] > 0:
+            self._count_free(i, 1)
             key = self._key_of(i)
             self.key[i] = key
             if cls.heap and cls.heap[0][1] == i:  # the usual case: its top entry is now stale
@@ -266,6 +294,10 @@ class Cluster:
         else:
             self.key[i] = None
         self._refresh_top(cls)
+
+    def _count_free(self, i: int, sign: int) -> None:
+        self.free_cpu_total.add(self.free_cpu[i], sign)
+        self.free_memory_total.add(self.free_memory[i], sign)
 
     def _refresh_top(self, cls: WorkerClass) -> None:
         heap, key = cls.heap, self.key

@@ -1,9 +1,11 @@
 """Per-customer concurrency caps and per-tier guaranteed capacity.
 
-A tier's guaranteed slots are *held* against lower tiers only while the tier is below its
-guarantee and has replicas waiting for capacity: then lower tiers may not take the last free
-slots, and the waiting replicas may reclaim borrowed slots by preemption even when their tier
-may not otherwise preempt. While nobody entitled waits, lower tiers borrow freely.
+A tier guarantees slots, cpu (cores) and memory (MB). Each is *held* against lower tiers only
+while the tier is below that guarantee and has replicas waiting for capacity that need it: then
+lower tiers may not take the free capacity that would leave less free than the tier's shortfall
+(the guarantee left unused, at most what its waiting replicas ask for), and the waiting replicas
+may reclaim borrowed capacity by preemption even when their tier may not otherwise preempt.
+While nobody entitled waits, lower tiers borrow freely.
 """
 
 from __future__ import annotations
@@ -11,16 +13,64 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from niyanta.model import Tier
+from niyanta.model import Resources, Tier
+from niyanta.scheduler import reasons
 from niyanta.scheduler.types import CustomerPolicy, RunningReplica
+
+EPSILON = 1e-9
+"""Slack for float sums of cpu and memory."""
 
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """Free slots a lower tier may not take, and the tier they are held for."""
+    """Free capacity of one resource a lower tier may not take, and the highest tier it is
+    held for."""
 
-    slots: int
+    amount: float
     for_tier: str
+
+
+@dataclass(frozen=True, slots=True)
+class Holds:
+    """What is held against one tier, per resource (None: nothing of it is held)."""
+
+    slots: Hold | None
+    cpu: Hold | None
+    memory: Hold | None
+
+    def refusal(
+        self, resources: Resources, free_slots: int, free_cpu: float, free_memory: float
+    ) -> str | None:
+        """Why a replica asking ``resources`` may not take free capacity, or None."""
+        if self.slots is not None and free_slots - self.slots.amount < 1:
+            return reasons.held_for(self.slots.for_tier)
+        if (
+            self.cpu is not None
+            and resources.cpu > 0
+            and free_cpu - resources.cpu < self.cpu.amount - EPSILON
+        ):
+            return reasons.cpu_held_for(self.cpu.for_tier, self.cpu.amount)
+        if (
+            self.memory is not None
+            and resources.memory_mb > 0
+            and free_memory - resources.memory_mb < self.memory.amount - EPSILON
+        ):
+            return reasons.memory_held_for(self.memory.for_tier, self.memory.amount)
+        return None
+
+
+@dataclass(slots=True)
+class Usage:
+    """Replicas of one tier and the cpu and memory they ask for."""
+
+    slots: int = 0
+    cpu: float = 0.0
+    memory: float = 0.0
+
+    def add(self, resources: Resources) -> None:
+        self.slots += 1
+        self.cpu += resources.cpu
+        self.memory += resources.memory_mb
 
 
 class Quotas:
@@ -34,12 +84,20 @@ class Quotas:
         self._customers = customers
         self.held: dict[str, int] = {}
         """Replicas each customer runs, counting this round's placements."""
-        self.used: dict[str, int] = {}
-        """Replicas each tier runs, counting this round's placements."""
-        self._waiting: dict[str, int] = {}
+        self.used: dict[str, Usage] = {}
+        """What each tier runs, counting this round's placements."""
+        self._waiting: dict[str, Usage] = {}
+        """What each tier with a guarantee waits for (replicas left without free capacity)."""
         for replica in running:
             self.held[replica.customer_id] = self.held.get(replica.customer_id, 0) + 1
-            self.used[replica.tier] = self.used.get(replica.tier, 0) + 1
+            self._usage(self.used, replica.tier).add(replica.resources)
+
+    @staticmethod
+    def _usage(table: dict[str, Usage], tier: str) -> Usage:
+        usage = table.get(tier)
+        if usage is None:
+            usage = table[tier] = Usage()
+        return usage
 
     def weight(self, customer: str, tier: Tier) -> float:
         policy = self._customers.get(customer)
@@ -52,31 +110,50 @@ class Quotas:
     def at_cap(self, customer: str, cap: int | None) -> bool:
         return cap is not None and self.held.get(customer, 0) >= cap
 
-    def charge(self, customer: str, tier: str) -> None:
+    def charge(self, customer: str, tier: str, resources: Resources) -> None:
         self.held[customer] = self.held.get(customer, 0) + 1
-        self.used[tier] = self.used.get(tier, 0) + 1
+        self._usage(self.used, tier).add(resources)
 
-    def entitled(self, tier: Tier) -> bool:
-        """Below its guaranteed slots: may reclaim them from lower tiers."""
-        return self.used.get(tier.name, 0) < tier.guaranteed_slots
+    def entitled(self, tier: Tier, resources: Resources) -> bool:
+        """Below a guarantee that a replica asking ``resources`` would use: may reclaim it from
+        lower tiers."""
+        used = self.used.get(tier.name, Usage())
+        return (
+            used.slots < tier.guaranteed_slots
+            or (resources.cpu > 0 and used.cpu < tier.guaranteed_cpu - EPSILON)
+            or (resources.memory_mb > 0 and used.memory < tier.guaranteed_memory_mb)
+        )
 
-    def note_waiting(self, tier: Tier) -> None:
-        """A replica of ``tier`` found no free capacity."""
-        if tier.guaranteed_slots > 0:
-            self._waiting[tier.name] = self._waiting.get(tier.name, 0) + 1
+    def note_waiting(self, tier: Tier, resources: Resources) -> None:
+        """A replica of ``tier`` asking ``resources`` found no free capacity."""
+        if tier.guaranteed_slots > 0 or tier.guaranteed_cpu > 0 or tier.guaranteed_memory_mb > 0:
+            self._usage(self._waiting, tier.name).add(resources)
 
-    def hold_against(self, tier: Tier) -> Hold | None:
-        """Slots held for higher tiers' guarantees that ``tier`` may not take, if any."""
+    def hold_against(self, tier: Tier) -> Holds | None:
+        """Capacity held for higher tiers' guarantees that ``tier`` may not take, if any."""
         if not self._waiting:
             return None
-        slots, for_tier, for_priority = 0, "", -1
+        held = [0.0, 0.0, 0.0]
+        top: list[Tier | None] = [None, None, None]
         for name, waiting in self._waiting.items():
             entitled = self._tiers[name]
             if entitled.priority <= tier.priority:
                 continue
-            short = min(entitled.guaranteed_slots - self.used.get(name, 0), waiting)
-            if short > 0:
-                slots += short
-                if entitled.priority > for_priority:
-                    for_tier, for_priority = name, entitled.priority
-        return Hold(slots, for_tier) if slots else None
+            used = self.used.get(name, Usage())
+            shortfalls = (
+                min(entitled.guaranteed_slots - used.slots, waiting.slots),
+                min(entitled.guaranteed_cpu - used.cpu, waiting.cpu),
+                min(entitled.guaranteed_memory_mb - used.memory, waiting.memory),
+            )
+            for n, short in enumerate(shortfalls):
+                if short > EPSILON:
+                    held[n] += short
+                    highest = top[n]
+                    if highest is None or entitled.priority > highest.priority:
+                        top[n] = entitled
+        slots, cpu, memory = (
+            None if t is None else Hold(amount, t.name) for amount, t in zip(held, top, strict=True)
+        )
+        if slots is None and cpu is None and memory is None:
+            return None
+        return Holds(slots, cpu, memory)

@@ -21,6 +21,14 @@ def held_for(tier: str) -> str:
     return f"free slots are held for {tier}'s guaranteed capacity"
 
 
+def cpu_held_for(tier: str, cores: float) -> str:
+    return f"free cpu is held for {tier}'s guaranteed capacity ({cores:g} cores short)"
+
+
+def memory_held_for(tier: str, memory_mb: float) -> str:
+    return f"free memory is held for {tier}'s guaranteed capacity ({memory_mb:g} MB short)"
+
+
 def waiting_behind(tier: str) -> str:
     return f"waiting behind {tier}"
 

@@ -119,11 +119,18 @@ class _Round:
                 target = None
         if target is None:
             return False
-        hold = self.quotas.hold_against(tier)
-        if hold is not None and cluster.free_slot_total - hold.slots < 1:
-            self.reasons[replica.key] = reasons.held_for(hold.for_tier)
-            return False
-        if cluster.free_slot_total <= 0 and not self._may_preempt(tier):
+        holds = self.quotas.hold_against(tier)
+        if holds is not None:
+            refusal = holds.refusal(
+                replica.resources,
+                cluster.free_slot_total,
+                cluster.free_cpu_total.value,
+                cluster.free_memory_total.value,
+            )
+            if refusal is not None:
+                self.reasons[replica.key] = refusal
+                return False
+        if cluster.free_slot_total <= 0 and not self._may_preempt(tier, replica):
             self._wait(replica, tier)  # the cluster is full: nothing to search
             return False
         need = build_need(cluster, replica)
@@ -137,7 +144,7 @@ class _Round:
             result = target if refused is None else refused
         if not isinstance(result, Miss):
             cluster.place(result, replica)
-            self.quotas.charge(replica.customer_id, replica.tier)
+            self.quotas.charge(replica.customer_id, replica.tier, replica.resources)
             self._mark_busy(tier)
             self.placements.append(Placement(replica.key, cluster.views[result].id, replica.fence))
             return True
@@ -178,29 +185,29 @@ class _Round:
         need: Need,
         target: Shape | int,
     ) -> None:
-        if self._may_preempt(tier):
+        if self._may_preempt(tier, replica):
             candidates: Sequence[int] = (
                 (target,)
                 if isinstance(target, int)
                 else [i for g in target.groups for c in g.classes for i in c.members]
             )
             if self._preempt(replica, tier, need, candidates):
-                self.quotas.note_waiting(tier)
+                self.quotas.note_waiting(tier, replica.resources)
                 self._mark_busy(tier)
                 return
         self._wait(replica, tier)
 
-    def _may_preempt(self, tier: Tier) -> bool:
+    def _may_preempt(self, tier: Tier, replica: PendingReplica) -> bool:
         lowest = self.lowest_running
         return (
             lowest is not None
             and lowest < tier.priority
-            and (tier.may_preempt or self.quotas.entitled(tier))
+            and (tier.may_preempt or self.quotas.entitled(tier, replica.resources))
         )
 
     def _wait(self, replica: PendingReplica, tier: Tier) -> None:
         """Leave ``replica`` pending for want of free capacity."""
-        self.quotas.note_waiting(tier)
+        self.quotas.note_waiting(tier, replica.resources)
         ahead = self.highest_busy
         if ahead is not None and ahead.priority > tier.priority:
             self.reasons[replica.key] = reasons.waiting_behind(ahead.name)

@@ -130,6 +130,8 @@ def tier_values(tier: Tier) -> tuple[object, ...]:
         tier.concurrency_cap,
         int(tier.may_preempt),
         dumps(asdict(tier.slo)),
+        float(tier.guaranteed_cpu),
+        tier.guaranteed_memory_mb,
     )
 
 
@@ -142,6 +144,8 @@ def tier_from_row(row: Row) -> Tier:
         concurrency_cap=row["concurrency_cap"],
         may_preempt=bool(row["may_preempt"]),
         slo=SloTargets(**loads(row["slo"])),
+        guaranteed_cpu=row["guaranteed_cpu"],
+        guaranteed_memory_mb=row["guaranteed_memory_mb"],
     )
 
 

@@ -54,10 +54,11 @@ async def apply(tx: Tx, dialect: str, now: float, applied_at_type: str) -> int:
         for statement in migration.statements():
             await tx.execute(statement)
         if migration.version == 1:
+            # The tiers table as migration 1 made it: later columns keep their defaults here.
             await tx.executemany(
                 "INSERT INTO tiers (name, priority, weight, guaranteed_slots, concurrency_cap,"
                 " may_preempt, slo) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                [tier_values(tier) for tier in DEFAULT_TIERS],
+                [tier_values(tier)[:7] for tier in DEFAULT_TIERS],
             )
         await tx.execute(
             "INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)",

@@ -126,6 +126,8 @@ class TierIn(Body):
     priority: int
     weight: float = Field(default=1.0, gt=0)
     guaranteed_slots: int = Field(default=0, ge=0)
+    guaranteed_cpu: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    guaranteed_memory_mb: int = Field(default=0, ge=0)
     concurrency_cap: int | None = Field(default=None, ge=0)
     may_preempt: bool = False
     slo: SloBody = Field(default_factory=SloBody)
@@ -136,6 +138,8 @@ class TierIn(Body):
             priority=self.priority,
             weight=self.weight,
             guaranteed_slots=self.guaranteed_slots,
+            guaranteed_cpu=self.guaranteed_cpu,
+            guaranteed_memory_mb=self.guaranteed_memory_mb,
             concurrency_cap=self.concurrency_cap,
             may_preempt=self.may_preempt,
             slo=SloTargets(**self.slo.model_dump()),
