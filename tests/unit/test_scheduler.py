@@ -466,6 +466,94 @@ def test_an_entitled_tier_reclaims_borrowed_slots_by_preemption() -> None:
     assert why(decision) == {"g/0": "preempting 1 lower-tier replica on worker w1"}
 
 
+def _resource_tiers(cpu: float = 0.0, memory_mb: int = 0) -> dict[str, Tier]:
+    return {
+        "gold": Tier("gold", 300, guaranteed_cpu=cpu, guaranteed_memory_mb=memory_mb),
+        "bronze": Tier("bronze", 100),
+    }
+
+
+def test_guaranteed_cpu_is_held_while_the_entitled_tier_waits() -> None:
+    # Gold runs 4 of its 8 guaranteed cores; its waiting replica asks 3, which no worker has
+    # free (2 + 2). Bronze may take only what leaves those 3 free; a replica asking no cpu is
+    # not held back.
+    decision = run(
+        [
+            pending("g", tier="gold", cpu=3.0),
+            pending("b", 0, customer="b", tier="bronze", cpu=1.0),
+            pending("b", 1, customer="b", tier="bronze", cpu=1.0),
+            pending("z", customer="z", tier="bronze"),
+        ],
+        [worker("w1", slots=10, cpu=4.0), worker("w2", slots=10, cpu=4.0)],
+        [
+            running("r1", on="w1", tier="gold", cpu=2.0),
+            running("r2", on="w2", tier="gold", cpu=2.0),
+        ],
+        tiers=_resource_tiers(cpu=8.0),
+    )
+    assert sorted(where(decision)) == ["b/0", "z/0"]
+    assert why(decision)["b/1"] == "free cpu is held for gold's guaranteed capacity (3 cores short)"
+    assert why(decision)["g/0"] == "no free capacity for cpu 3"
+
+
+def test_guaranteed_memory_is_held_while_the_entitled_tier_waits() -> None:
+    # Gold is 1024 MB short of its guarantee and waits for 2048: the hold is the shortfall.
+    decision = run(
+        [
+            pending("g", tier="gold", memory_mb=2048),
+            pending("b", 0, customer="b", tier="bronze", memory_mb=512),
+            pending("b", 1, customer="b", tier="bronze", memory_mb=512),
+        ],
+        [worker("w1", slots=10, memory_mb=1536), worker("w2", slots=10, memory_mb=1024)],
+        [running("r1", on="w2", tier="gold", memory_mb=1024)],
+        tiers=_resource_tiers(memory_mb=2048),
+    )
+    assert list(where(decision)) == ["b/0"]
+    assert (
+        why(decision)["b/1"] == "free memory is held for gold's guaranteed capacity (1024 MB short)"
+    )
+
+
+def test_lower_tiers_borrow_guaranteed_cpu_and_memory_while_nobody_entitled_waits() -> None:
+    decision = run(
+        [pending("b", i, customer="b", tier="bronze", cpu=2.0, memory_mb=512) for i in range(4)],
+        [worker("w1", slots=4, cpu=8.0, memory_mb=2048)],
+        tiers=_resource_tiers(cpu=8.0, memory_mb=2048),
+    )
+    assert len(decision.placements) == 4
+
+
+def test_a_tier_at_its_guaranteed_cpu_holds_nothing() -> None:
+    decision = run(
+        [
+            pending("g", tier="gold", cpu=3.0),
+            pending("b", customer="b", tier="bronze", cpu=2.0),
+        ],
+        [worker("w1", slots=10, cpu=4.0)],
+        [running("r1", on="w1", tier="gold", cpu=2.0)],
+        tiers=_resource_tiers(cpu=2.0),
+    )
+    assert list(where(decision)) == ["b/0"]
+
+
+def test_an_entitled_tier_reclaims_borrowed_cpu_by_preemption() -> None:
+    # Gold may not preempt, but it is below its guaranteed cpu: it reclaims it from bronze.
+    decision = run(
+        [pending("g", tier="gold", cpu=2.0)],
+        [worker("w1", slots=10, cpu=4.0)],
+        [running("b1", on="w1", cpu=2.0), running("b2", on="w1", cpu=2.0)],
+        tiers=_resource_tiers(cpu=4.0),
+    )
+    assert why(decision) == {"g/0": "preempting 1 lower-tier replica on worker w1"}
+    no_guarantee = run(
+        [pending("g", tier="gold", cpu=2.0)],
+        [worker("w1", slots=10, cpu=4.0)],
+        [running("b1", on="w1", cpu=2.0), running("b2", on="w1", cpu=2.0)],
+        tiers=_resource_tiers(),
+    )
+    assert no_guarantee.preemptions == ()
+
+
 def test_unknown_tier_is_reported() -> None:
     decision = run([pending("a", tier="diamond")], [worker("w1")])
     assert why(decision) == {"a/0": "unknown tier diamond"}

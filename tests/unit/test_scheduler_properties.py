@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from niyanta.model import (
     ReplicaKey,
     Resources,
     SelectorOp,
+    Tier,
 )
 from niyanta.scheduler import (
     CustomerPolicy,
@@ -44,7 +46,14 @@ AFFINITIES = (
     Affinity(preferred=(PreferredSelector(LabelSelector("zone", SelectorOp.EQ, ("b",)), 3),)),
     Affinity(worker="w0"),
 )
-CAPACITY_REASONS = ("no free capacity", "waiting behind", "preempting", "free slots are held")
+WAITING_REASONS = ("no free capacity", "waiting behind", "preempting")
+"""Reasons of a replica left pending for want of capacity (it counts as waiting)."""
+CAPACITY_REASONS = (
+    *WAITING_REASONS,
+    "free slots are held",
+    "free cpu is held",
+    "free memory is held",
+)
 
 
 @st.composite
@@ -351,3 +360,125 @@ def test_contended_capacity_is_shared_in_proportion_to_weight(
     for i, weight in enumerate(weights):
         share = capacity * weight / total
         assert abs(got[f"c{i}"] - share) <= 1.0 + 1e-9, (got, share)
+
+
+# -- guaranteed capacity ---------------------------------------------------------------------
+
+
+def _without_guarantees(tiers: Mapping[str, Tier]) -> dict[str, Tier]:
+    return {
+        n: replace(t, guaranteed_slots=0, guaranteed_cpu=0.0, guaranteed_memory_mb=0)
+        for n, t in tiers.items()
+    }
+
+
+@settings(max_examples=150, deadline=None)
+@given(rounds(), st.data())
+def test_with_nobody_entitled_waiting_guarantees_change_no_decision(
+    inp: SchedulerInput, data: st.DataObject
+) -> None:
+    tiers = {
+        n: replace(
+            t,
+            guaranteed_slots=data.draw(st.integers(0, 2)),
+            guaranteed_cpu=data.draw(st.sampled_from([0.0, 1.0, 2.5])),
+            guaranteed_memory_mb=data.draw(st.sampled_from([0, 512])),
+        )
+        for n, t in TIERS.items()
+    }
+    guaranteed = replace(inp, tiers=tiers)
+    decision = schedule(guaranteed)
+    by_key = {p.key: p for p in inp.pending}
+    entitled_waits = any(
+        p.reason.startswith(WAITING_REASONS)
+        and tiers[by_key[p.key].tier] != _without_guarantees(tiers)[by_key[p.key].tier]
+        for p in decision.pending
+    )
+    if not entitled_waits:
+        assert decision == schedule(replace(inp, tiers=_without_guarantees(tiers)))
+
+
+GOLD_CPU, GOLD_MEMORY = 3.0, 1024
+RESOURCE_TIERS = {
+    "gold": Tier("gold", 300, guaranteed_cpu=GOLD_CPU, guaranteed_memory_mb=GOLD_MEMORY),
+    "bronze": Tier("bronze", 100),
+}
+
+
+@st.composite
+def resource_rounds(draw: st.DrawFn) -> SchedulerInput:
+    """Gold (guaranteed cpu and memory, may not preempt) and bronze on workers that account
+    both, with slots to spare: only cpu and memory are ever short."""
+    workers = [
+        WorkerView(
+            f"w{n}",
+            {},
+            frozenset({"job"}),
+            40,
+            draw(st.sampled_from([2.0, 4.0])),
+            draw(st.sampled_from([1024, 2048])),
+        )
+        for n in range(draw(st.integers(1, 3)))
+    ]
+    running: list[RunningReplica] = []
+    for n in range(draw(st.integers(0, 4))):
+        on = draw(st.sampled_from(workers))
+        resources = Resources(draw(st.sampled_from([0.5, 1.0])), draw(st.sampled_from([0, 512])))
+        if _fits(on, [r for r in running if r.worker_id == on.id], resources):
+            running.append(RunningReplica(ReplicaKey(f"run{n}", 0), "g", "gold", on.id, resources))
+    pending = []
+    for n in range(draw(st.integers(0, 12))):
+        customer = draw(st.sampled_from(["g", "b"]))
+        cpus, memories = (
+            ([0.5, 1.0, 3.0, 5.0], [0, 256, 1536])
+            if customer == "g"
+            else (
+                [0.0, 0.5, 1.0],
+                [0, 256],
+            )
+        )
+        resources = Resources(draw(st.sampled_from(cpus)), draw(st.sampled_from(memories)))
+        tier = "gold" if customer == "g" else "bronze"
+        pending.append(PendingReplica(ReplicaKey(f"p{n}", 0), customer, tier, "job", resources))
+    customers = {
+        "g": CustomerPolicy("g", "gold", 1.0, None),
+        "b": CustomerPolicy("b", "bronze", 1.0, None),
+    }
+    return SchedulerInput(
+        tuple(pending),
+        tuple(workers),
+        tuple(running),
+        RESOURCE_TIERS,
+        customers,
+        NOW,
+        aging_s=NO_AGING,
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(resource_rounds())
+def test_a_lower_tier_never_takes_held_cpu_or_memory_while_the_entitled_tier_waits(
+    inp: SchedulerInput,
+) -> None:
+    decision = schedule(inp)
+    by_key = {p.key: p for p in inp.pending}
+    placed = [by_key[p.key] for p in decision.placements]
+    gold_placed = [r for r in placed if r.tier == "gold"]
+    bronze_placed = [r for r in placed if r.tier == "bronze"]
+    waiting = [
+        by_key[p.key]
+        for p in decision.pending
+        if by_key[p.key].tier == "gold" and p.reason.startswith(WAITING_REASONS)
+    ]
+    if not waiting:
+        assert not any("held" in p.reason for p in decision.pending)
+        return
+    gold = [*inp.running, *gold_placed]
+    for total, asked, guarantee in (
+        (sum(w.cpu for w in inp.workers), lambda r: r.resources.cpu, GOLD_CPU),
+        (sum(w.memory_mb for w in inp.workers), lambda r: r.resources.memory_mb, GOLD_MEMORY),
+    ):
+        shortfall = min(guarantee - sum(map(asked, gold)), sum(map(asked, waiting)))
+        free_at_end = total - sum(map(asked, [*gold, *bronze_placed]))
+        if shortfall > 0 and sum(map(asked, bronze_placed)) > 0:
+            assert free_at_end >= shortfall - 1e-9
