@@ -50,6 +50,23 @@ async def test_tiers_come_from_the_file_and_bad_tier_or_customer_input_is_a_4xx(
             "invalid_input",
         )
         assert _code(await api.put("/v1/tiers/gold", json={"weight": 2})) == (422, "invalid_input")
+        for bad in (
+            {"guaranteed_cpu": -0.5},
+            {"guaranteed_memory_mb": -1},
+            {"guaranteed_cpu": "x"},
+        ):
+            assert _code(await api.put("/v1/tiers/gold", json={"priority": 1, **bad})) == (
+                422,
+                "invalid_input",
+            )
+        guaranteed = {"priority": 250, "guaranteed_cpu": 1.5, "guaranteed_memory_mb": 2048}
+        put = (await api.put("/v1/tiers/steel", json=guaranteed)).json()
+        assert (put["guaranteed_cpu"], put["guaranteed_memory_mb"]) == (1.5, 2048)
+        listed = {t["name"]: t for t in (await api.get("/v1/tiers")).json()["items"]}
+        assert (listed["steel"]["guaranteed_cpu"], listed["steel"]["guaranteed_memory_mb"]) == (
+            1.5,
+            2048,
+        )
         assert _code(await api.put("/v1/tiers/a b", json={"priority": 1})) == (422, "invalid_input")
         assert _code(
             await api.put("/v1/tiers/gold", json={"priority": 1, "slo": {"error_rate": 2}})
@@ -167,6 +184,71 @@ async def test_guaranteed_slots_are_claimed_in_the_round_their_work_arrives(
         await f.finished([silver], within=10)
         replicas = await f.store.list_replicas(silver)
         assert [r.state for r in replicas] == [ReplicaState.SUCCEEDED] * 2
+
+
+CPU_GUARANTEE_TOML = """
+[tiers.platinum]
+priority = 400
+guaranteed_cpu = 2
+may_preempt = false
+
+[tiers.bronze]
+priority = 100
+"""
+"""Platinum guarantees cores only (no slots) and may not preempt: whatever it reclaims, it
+reclaims through its cpu guarantee."""
+
+
+async def test_guaranteed_cpu_is_claimed_in_the_round_its_work_arrives(tmp_path: Path) -> None:
+    # Two workers of 2 cores and 4 slots: four 1-core bronze replicas take every core and leave
+    # half the slots free; more bronze waits for cpu. Only events wake the scheduler, and the
+    # bronze replicas take 2 s to wind down, so nothing yields before we have looked.
+    async with fleet(
+        tmp_path,
+        workers=2,
+        slots=4,
+        worker_cpu=2.0,
+        tiers_toml=CPU_GUARANTEE_TOML,
+        schedule_interval_s=30,
+    ) as f:
+        await f.customer("bulk", "bronze")
+        await f.customer("plat", "platinum")
+        long = {"steps": 200, "step_s": 0.05, "linger_s": 2.0}
+        running = [await f.submit_type("bulk", "cpu-steps", long) for _ in range(4)]
+
+        async def all_running() -> bool:
+            states = [(await f.replica(i)).state for i in running]
+            return all(s is ReplicaState.RUNNING for s in states)
+
+        await eventually(all_running, within=30, what="every core taken")
+        flood = [await f.submit_type("bulk", "cpu-steps", long) for _ in range(4)]
+
+        async def reason(workload_id: str) -> str:
+            body = (await f.running.client.get(f"/v1/workloads/{workload_id}")).json()
+            return body["replicas"][0]["pending_reason"] or ""  # type: ignore[no-any-return]
+
+        async def flood_waits() -> bool:
+            return all([await reason(i) == "no free capacity for cpu 1" for i in flood])
+
+        await eventually(flood_waits, within=10, what="the flood waits for cpu")
+        before = _rounds(f)
+        platinum = await f.submit_type("plat", "cpu-steps", {"steps": 2, "step_s": 0.02})
+
+        async def preempting() -> list[dict[str, Any]]:
+            found = []
+            for workload_id in running:
+                events = await f.events(workload_id)
+                found += [e for e in events if e["kind"] == "replica.preempting"]
+            return found
+
+        [requested] = await eventually(preempting, within=5, what="a bronze asked to yield")
+        assert _rounds(f) - before == 1  # the round that first saw the platinum work
+        assert requested["data"]["for"] == f"{platinum}/0"
+        assert (await reason(platinum)).startswith("preempting 1 lower-tier replica on worker")
+        held = "free cpu is held for platinum's guaranteed capacity (1 core short)"
+        assert [await reason(i) for i in flood] == [held] * 4
+        [done] = await f.finished([platinum], within=10)
+        assert done.state is ReplicaState.SUCCEEDED
 
 
 async def test_platinum_preempts_bronze_which_resumes_from_its_checkpoint(

@@ -69,6 +69,12 @@ async def steps(ctx: WorkloadContext) -> dict[str, Any]:
     return {"done": state["done"], **resumed}
 
 
+@workload("cpu-steps", registry=REGISTRY, resources={"cpu": 1.0})
+async def cpu_steps(ctx: WorkloadContext) -> dict[str, Any]:
+    """``steps`` asking for a core: placement accounts it against the workers' cpu."""
+    return await steps(ctx)
+
+
 @dataclass
 class Fleet:
     running: Running
@@ -152,10 +158,14 @@ async def fleet(
     slots: int,
     registry: Registry = REGISTRY,
     worker_memory_mb: int = 64 * 1024,
+    worker_cpu: float | None = None,
+    tiers_toml: str = TIERS_TOML,
     **settings: Any,
 ) -> AsyncIterator[Fleet]:
+    """``worker_cpu`` None: each worker offers this machine's cores."""
     tiers_file = directory / "tiers.toml"
-    tiers_file.write_text(TIERS_TOML)
+    tiers_file.write_text(tiers_toml)
+    cpu = {} if worker_cpu is None else {"cpu": worker_cpu}
     async with running_coordinator(
         f"sqlite:///{directory / 'tiers.db'}",
         tiers_file=str(tiers_file),
@@ -169,6 +179,7 @@ async def fleet(
                     slots=slots,
                     memory_mb=worker_memory_mb,
                     heartbeat_interval_s=0.5,
+                    **cpu,
                 ),
                 running.hub.worker_link(f"w{n}"),
                 registry=registry,

@@ -20,6 +20,8 @@ TOML = """
 priority = 400
 weight = 8
 guaranteed_slots = 4
+guaranteed_cpu = 2.5
+guaranteed_memory_mb = 4096
 may_preempt = true
 slo = { queue_wait_p95_s = 2.0, error_rate = 0.01 }
 
@@ -34,6 +36,8 @@ EXPECTED = [
         400,
         weight=8.0,
         guaranteed_slots=4,
+        guaranteed_cpu=2.5,
+        guaranteed_memory_mb=4096,
         may_preempt=True,
         slo=SloTargets(queue_wait_p95_s=2.0, error_rate=0.01),
     ),
@@ -53,6 +57,8 @@ def test_toml_and_json_files_give_the_same_tiers(tmp_path: Path) -> None:
                         "priority": 400,
                         "weight": 8,
                         "guaranteed_slots": 4,
+                        "guaranteed_cpu": 2.5,
+                        "guaranteed_memory_mb": 4096,
                         "may_preempt": True,
                         "slo": {"queue_wait_p95_s": 2.0, "error_rate": 0.01},
                     },
@@ -70,6 +76,13 @@ def test_toml_and_json_files_give_the_same_tiers(tmp_path: Path) -> None:
     [
         ("[tiers.gold]\npriority = 1\nweight = -1\n", ".toml", r"tiers\.gold\.weight: "),
         ("[tiers.gold]\nweight = 2\n", ".toml", r"tiers\.gold\.priority: Field required"),
+        ("[tiers.gold]\npriority = 1\nguaranteed_cpu = -1\n", ".toml", r"gold\.guaranteed_cpu: "),
+        ("[tiers.gold]\npriority = 1\nguaranteed_cpu = nan\n", ".toml", r"gold\.guaranteed_cpu: "),
+        (
+            "[tiers.gold]\npriority = 1\nguaranteed_memory_mb = 0.5\n",
+            ".toml",
+            r"gold\.guaranteed_memory_mb: ",
+        ),
         ("[tiers.gold]\npriority = 1\ncolour = 'red'\n", ".toml", r"tiers\.gold\.colour"),
         ('[tiers."a b"]\npriority = 1\n', ".toml", "tier name 'a b'"),
         ("[tiers.gold]\npriority = 1\nslo = { error_rate = 2 }\n", ".toml", "slo.error_rate"),

@@ -9,6 +9,8 @@ the same values)::
     priority = 400
     weight = 8
     guaranteed_slots = 4
+    guaranteed_cpu = 8          # cores
+    guaranteed_memory_mb = 16384
     may_preempt = true
     slo = { queue_wait_p95_s = 2.0, run_time_p95_s = 600, error_rate = 0.01 }
 

@@ -22,7 +22,8 @@ def held_for(tier: str) -> str:
 
 
 def cpu_held_for(tier: str, cores: float) -> str:
-    return f"free cpu is held for {tier}'s guaranteed capacity ({cores:g} cores short)"
+    unit = "core" if cores == 1 else "cores"
+    return f"free cpu is held for {tier}'s guaranteed capacity ({cores:g} {unit} short)"
 
 
 def memory_held_for(tier: str, memory_mb: float) -> str:
