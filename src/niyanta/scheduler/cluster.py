@@ -112,6 +112,7 @@ class Cluster:
         workers: Iterable[WorkerView],
         running: Sequence[RunningReplica],
         policy: ScoringPolicy,
+        count_free_resources: bool = False,
     ) -> None:
         self.views = sorted(workers, key=lambda w: w.id)
         self.index = {w.id: i for i, w in enumerate(self.views)}
@@ -138,6 +139,9 @@ class Cluster:
         self.classes: list[WorkerClass] = []
         self.free_slot_total = 0
         """Free slots over all schedulable workers: at 0 nothing can be placed."""
+        self._count_free_resources = count_free_resources
+        """Whether to keep ``free_cpu_total`` and ``free_memory_total`` (only a tier that
+        guarantees cpu or memory reads them: the bookkeeping costs every placement)."""
         self.free_cpu_total = FreeTotal()
         self.free_memory_total = FreeTotal()
         self._build_classes()
@@ -296,6 +300,8 @@ class Cluster:
         self._refresh_top(cls)
 
     def _count_free(self, i: int, sign: int) -> None:
+        if not self._count_free_resources:
+            return
         self.free_cpu_total.add(self.free_cpu[i], sign)
         self.free_memory_total.add(self.free_memory[i], sign)
 

@@ -111,8 +111,14 @@ class Quotas:
         return cap is not None and self.held.get(customer, 0) >= cap
 
     def charge(self, customer: str, tier: str, resources: Resources) -> None:
+        # Once per placement: kept inline (no helper calls), it is on the round's hot path.
         self.held[customer] = self.held.get(customer, 0) + 1
-        self._usage(self.used, tier).add(resources)
+        used = self.used.get(tier)
+        if used is None:
+            used = self.used[tier] = Usage()
+        used.slots += 1
+        used.cpu += resources.cpu
+        used.memory += resources.memory_mb
 
     def entitled(self, tier: Tier, resources: Resources) -> bool:
         """Below a guarantee that a replica asking ``resources`` would use: may reclaim it from

@@ -40,7 +40,10 @@ class _Round:
     def __init__(self, inp: SchedulerInput) -> None:
         self.inp = inp
         self.tiers = inp.tiers
-        self.cluster = Cluster(inp.workers, inp.running, inp.policy)
+        guarantees_resources = any(
+            t.guaranteed_cpu > 0 or t.guaranteed_memory_mb > 0 for t in inp.tiers.values()
+        )
+        self.cluster = Cluster(inp.workers, inp.running, inp.policy, guarantees_resources)
         self.quotas = Quotas(inp.tiers, inp.customers, inp.running)
         self.placements: list[Placement] = []
         self.preemptions: list[Preemption] = []
