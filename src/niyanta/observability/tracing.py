@@ -59,6 +59,20 @@ def current_trace_ids() -> tuple[str | None, str | None]:
     return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
 
 
+def trace_ids_of_workload(traceparent: str | None) -> dict[str, str]:
+    """``trace_id`` and ``span_id`` for a log line about a workload: the active span's, or,
+    outside any span (a heartbeat, the lease monitor, a worker leaving), those of the workload's
+    stored ``traceparent`` (its submit span), so that the line is still found by its trace."""
+    trace_id, span_id = current_trace_ids()
+    if trace_id is None and traceparent:
+        stored = trace.get_current_span(context_from_traceparent(traceparent)).get_span_context()
+        if stored.is_valid:
+            trace_id, span_id = format(stored.trace_id, "032x"), format(stored.span_id, "016x")
+    if trace_id is None or span_id is None:
+        return {}
+    return {"trace_id": trace_id, "span_id": span_id}
+
+
 def add_trace_ids(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
