@@ -7,7 +7,9 @@ import io
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 import httpx
 import pytest
@@ -138,6 +140,9 @@ def test_log_lines_carry_the_workload_keys_and_the_active_span(
     )  # fmt: skip
     assert step["trace_id"] == format(ids.trace_id, "032x")
     assert step["span_id"] == format(ids.span_id, "016x")
+    assert step["timestamp"].endswith("Z")
+    written = datetime.fromisoformat(step["timestamp"].removesuffix("Z") + "+00:00")
+    assert abs(written.timestamp() - time.time()) < 60  # UTC, not local time
     assert library["event"] == "from the standard library"
     assert (library["workload"], library["level"]) == ("w-1", "warning")
     assert "workload" not in outside and "trace_id" not in outside
