@@ -31,9 +31,9 @@ _json_encoder = msgspec.json.Encoder(enc_hook=repr)
 
 
 def json_line(event_dict: Mapping[str, Any], **_dumps_kw: Any) -> str:
-    """structlog's JSON serializer: msgspec, which makes a whole line about a quarter cheaper
-    than the standard library's json does (``bench/observability.py --logging-only``; logging
-    is a sizeable share of the coordinator's CPU at INFO). What msgspec refuses (a string with
+    """structlog's JSON serializer: msgspec, which makes a whole line about a fifth cheaper
+    than the standard library's json does (logging is a sizeable share of the coordinator's CPU
+    at INFO; ``bench/observability.py --logging-only``). What msgspec refuses (a string with
     a lone surrogate, from an undecodable file name) goes through the standard library, which
     escapes it."""
     try:
