@@ -635,7 +635,8 @@ async def test_worker_pings_detect_a_half_open_link_and_fail_over() -> None:
         harness.stack.push_async_callback(link.close)
         await asyncio.wait_for(link.connect(), 10)
         proxy.freeze()
-        await eventually(lambda: worker.connects == 2, within=3)
+        # connects counts the dial; the Welcome answering its Hello comes a round trip later.
+        await eventually(lambda: worker.connects == 2 and len(worker.welcomes) == 2, within=3)
         assert isinstance(worker.welcomes[1], Welcome)
         reply = await harness.endpoint.request("w1", Drain(worker_id="w1"), timeout=5)
         assert isinstance(reply, Progress)

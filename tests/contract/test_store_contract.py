@@ -150,8 +150,12 @@ async def test_migrations_run_twice_and_reopen_keeps_data(store: Store, store_ur
 
 
 async def test_concurrent_openers_migrate_once(store_url: str) -> None:
-    stores = await asyncio.gather(*(open_store(store_url) for _ in range(4)))
+    opened = await asyncio.gather(
+        *(open_store(store_url) for _ in range(4)), return_exceptions=True
+    )
+    stores = [s for s in opened if not isinstance(s, BaseException)]
     try:
+        assert len(stores) == 4, [s for s in opened if isinstance(s, BaseException)]
         assert all([await s.ping() for s in stores])
         assert len(await stores[0].list_tiers()) == len(DEFAULT_TIERS)
     finally:

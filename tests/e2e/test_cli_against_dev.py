@@ -79,6 +79,16 @@ def test_workers_and_types_as_json(dev_url: str) -> None:
     assert table.exit_code == 0 and "dev-worker-1" in table.stdout
 
 
+def test_cluster_names_the_leader_and_its_term(dev_url: str) -> None:
+    view = as_json(niyanta(dev_url, "cluster", "--output", "json"))
+    leader = view["leader"]
+    assert leader is not None and leader["term"] >= 1
+    assert [c["id"] for c in view["coordinators"] if c["leader"]] == [leader["id"]]
+    table = niyanta(dev_url, "cluster")
+    assert table.exit_code == 0
+    assert f"leader {leader['id']} (term {leader['term']})" in table.stdout
+
+
 def test_customers(dev_url: str) -> None:
     created = as_json(
         niyanta(dev_url, "customers", "create", "cust-a", "--tier", "gold", "-o", "json")

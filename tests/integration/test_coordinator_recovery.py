@@ -152,10 +152,10 @@ async def test_heartbeats_keep_the_lease_and_duplicates_are_harmless(running: Ru
     start = await worker.next(StartReplica)
     await worker.link.send(Started(workload_id=workload_id, index=0, fence=start.fence))
     item = InventoryItem(workload_id=workload_id, index=0, fence=start.fence)
-    for _ in range(6):  # 1.2 s: twice the lease TTL, renewed all along
+    for _ in range(12):  # 1.2 s: twice the lease TTL, renewed every heartbeat interval
         grant = await worker.write(Heartbeat(worker_id="w1", inventory=[item]))
         assert isinstance(grant, LeaseGrant) and grant.fenced == [] and not grant.rejoin
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)
 
     checkpoint = CheckpointMsg(
         workload_id=workload_id, index=0, fence=start.fence, seq=1, data=b'{"row": 1}'

@@ -14,6 +14,7 @@ LISTINGS = [
     ["status"],
     ["events"],
     ["workers"],
+    ["cluster"],
     ["types"],
     ["customers", "list"],
     ["customers", "get"],

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from niyanta.cli import autoscale, customers, demo, serve, store, types, workers, workloads
+from niyanta.cli import autoscale, cluster, customers, demo, serve, store, types, workers, workloads
 from niyanta.cli.context import CliState, NiyantaGroup
 from niyanta.client import DEFAULT_COORDINATOR_URL, parse_coordinator_urls
 
@@ -51,6 +51,7 @@ app.command()(workloads.resume)
 app.command()(workloads.events)
 app.command()(workers.workers)
 app.command()(workers.drain)
+app.command()(cluster.cluster)
 app.command()(types.types)
 app.command()(serve.coordinator)
 app.command()(serve.worker)

@@ -89,12 +89,13 @@ class AutoscalerLoop:
 
     async def run(self, stopper: Stopper) -> None:
         self._memory.clear()  # a new term: read the last scale times back from the store
-        while not await stopper.pause(self._interval_s):
-            try:
-                await self.tick()
-            except Exception as exc:  # a store outage: log, pause, try again
-                log.warning("autoscale.tick_failed", error=repr(exc))
-                await stopper.pause(ERROR_PAUSE_S)
+        await stopper.repeat(
+            self.tick,
+            interval_s=self._interval_s,
+            error_pause_s=ERROR_PAUSE_S,
+            failure_event="autoscale.tick_failed",
+            first_wait=True,
+        )
 
     async def tick(self) -> None:
         policies = await self._store.list_autoscale_policies()

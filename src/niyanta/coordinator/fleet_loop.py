@@ -83,14 +83,12 @@ class FleetLoop:
         self._published: set[str] = set()
 
     async def run(self, stopper: Stopper) -> None:
-        while not stopper.stopped:
-            try:
-                await self.tick()
-            except Exception as exc:  # a store outage: log, pause, try again
-                log.warning("fleet.tick_failed", error=repr(exc))
-                await stopper.pause(ERROR_PAUSE_S)
-                continue
-            await stopper.pause(self._interval_s)
+        await stopper.repeat(
+            self.tick,
+            interval_s=self._interval_s,
+            error_pause_s=ERROR_PAUSE_S,
+            failure_event="fleet.tick_failed",
+        )
 
     async def tick(self) -> dict[str, int]:
         """Desired workers per pool, published (and handed to the scaler)."""

@@ -58,6 +58,7 @@ class SloWatch:
         self._samples: deque[AttemptSample] = deque()
         self._active: set[tuple[str, str]] = set()
         self._cursor = 0
+        self._recovered = False
 
     @property
     def active(self) -> frozenset[tuple[str, str]]:
@@ -65,18 +66,19 @@ class SloWatch:
         return frozenset(self._active)
 
     async def run(self, stopper: Stopper) -> None:
-        recovered = False
-        while not stopper.stopped:
-            try:
-                if not recovered:
-                    await self.recover()
-                    recovered = True
-                await self.tick()
-            except Exception as exc:  # a store outage: log, pause, try again
-                log.warning("slo.watch_failed", error=repr(exc))
-                await stopper.pause(ERROR_PAUSE_S)
-                continue
-            await stopper.pause(self._interval_s)
+        self._recovered = False
+        await stopper.repeat(
+            self._step,
+            interval_s=self._interval_s,
+            error_pause_s=ERROR_PAUSE_S,
+            failure_event="slo.watch_failed",
+        )
+
+    async def _step(self) -> None:
+        if not self._recovered:  # once per term, retried until the store answers
+            await self.recover()
+            self._recovered = True
+        await self.tick()
 
     async def recover(self) -> None:
         """Rebuild the window and the active alerts from the store (on gaining leadership)."""

@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+log = structlog.get_logger("niyanta.coordinator")
 
 
 class Stopper:
@@ -32,3 +37,25 @@ class Stopper:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), seconds)
         return self._event.is_set()
+
+    async def repeat(
+        self,
+        tick: Callable[[], Awaitable[object]],
+        *,
+        interval_s: float,
+        error_pause_s: float,
+        failure_event: str,
+        first_wait: bool = False,
+    ) -> None:
+        """Run ``tick`` every ``interval_s`` until stopped. A failing tick (a store outage) is
+        logged as ``failure_event`` and retried after ``error_pause_s``."""
+        if first_wait and await self.pause(interval_s):
+            return
+        while not self.stopped:
+            try:
+                await tick()
+            except Exception as exc:
+                log.warning(failure_event, error=repr(exc))
+                await self.pause(error_pause_s)
+                continue
+            await self.pause(interval_s)

@@ -89,10 +89,12 @@ class SqliteStore(SqlStore):
     async def open(self) -> None:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
         conn.row_factory = sqlite3.Row
+        # The busy timeout first: switching a new file to WAL takes a lock that another process
+        # opening the same file at the same moment holds too ("database is locked" at once).
+        await conn.execute("PRAGMA busy_timeout=10000")
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute(f"PRAGMA synchronous={self._synchronous}")
         await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute("PRAGMA busy_timeout=10000")
         self._conn = conn
         await self.migrate()
 
