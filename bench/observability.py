@@ -19,7 +19,16 @@ elsewhere on the machine hits them alike; a mode's figures are the medians of it
   workload, the figure least disturbed by other load on the machine;
 - ``metrics_overhead_ratio``: as ``overhead_ratio``, for metrics alone.
 
-Run: .venv/bin/python bench/observability.py [--quick]   (last line: one JSON object)
+Before the rounds, a micro-benchmark of the JSON log lines themselves: lines per second of the
+logger as ``niyanta`` commands configure it (``configure_logging``, JSON, writing to /dev/null), a
+typical coordinator line about a workload, against the configuration before it was made cheaper
+(structlog's stock ``TimeStamper``, ``StackInfoRenderer`` and ``JSONRenderer`` on the standard
+library's json), alternated in the same run:
+
+- ``log_lines_per_s_stock`` / ``log_lines_per_s``: the best of the alternated batches.
+
+Run: .venv/bin/python bench/observability.py [--quick] [--logging-only]
+(last line: one JSON object)
 """
 
 from __future__ import annotations
@@ -38,9 +47,11 @@ import time
 from pathlib import Path
 
 import httpx
+import structlog
 
 from niyanta.client import NiyantaClient
 from niyanta.errors import NiyantaError
+from niyanta.observability.logging import UtcTimestamp, configure_logging
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENTS = 32
@@ -177,10 +188,72 @@ def one_round(mode: str, count: int) -> tuple[float, float]:
                     proc.wait()
 
 
+def _configure_json_logging(devnull: object, stock: bool) -> None:
+    """``configure_logging`` as a command runs it, writing to ``devnull``; ``stock``: with
+    structlog's stock timestamp, stack info and JSON processors instead of ours (the baseline)."""
+    stderr, sys.stderr = sys.stderr, devnull
+    try:
+        configure_logging("INFO", "json")
+    finally:
+        sys.stderr = stderr
+    if stock:
+        processors = list(structlog.get_config()["processors"])
+        stamper = next(i for i, p in enumerate(processors) if isinstance(p, UtcTimestamp))
+        processors[stamper] = structlog.processors.TimeStamper(fmt="iso", utc=True)
+        format_exc_info = processors[-2]
+        processors[-2:] = [
+            structlog.processors.StackInfoRenderer(),
+            format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ]
+        structlog.configure(processors=processors)
+
+
+def log_lines_per_s(lines: int, batches: int) -> dict[str, float]:
+    """Lines per second of each configuration: the best batch of each, batches alternated."""
+    log = structlog.get_logger("niyanta.coordinator")
+    fields = {
+        "customer": "bench",
+        "workload": "w-7a57d2126e9348669d20ff484f8120ed",
+        "replica": 0,
+        "worker": "w1",
+        "fence": 1,
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "span_id": "00f067aa0ba902b7",
+    }
+    best = {"stock": 0.0, "ours": 0.0}
+    with open(os.devnull, "w") as devnull:
+        for _ in range(batches):
+            for name in best:
+                _configure_json_logging(devnull, stock=name == "stock")
+                started = time.perf_counter()
+                for _ in range(lines):
+                    log.info("replica.succeeded", outcome="succeeded", attempt=1, **fields)
+                best[name] = max(best[name], lines / (time.perf_counter() - started))
+    structlog.reset_defaults()
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer workloads and rounds")
+    parser.add_argument(
+        "--logging-only", action="store_true", help="only the log line micro-benchmark"
+    )
     args = parser.parse_args()
+    logging_rates = log_lines_per_s(lines=20_000, batches=3 if args.quick else 7)
+    print(
+        f"JSON log lines/s: {logging_rates['ours']:,.0f} ({1e6 / logging_rates['ours']:.1f} us "
+        f"a line); stock structlog processors: {logging_rates['stock']:,.0f} "
+        f"({1e6 / logging_rates['stock']:.1f} us)"
+    )
+    logging_figures = {
+        "log_lines_per_s": round(logging_rates["ours"]),
+        "log_lines_per_s_stock": round(logging_rates["stock"]),
+    }
+    if args.logging_only:
+        print(json.dumps(logging_figures))
+        return
     count, rounds = (150, 1) if args.quick else (300, 6)
     rates: dict[str, list[float]] = {"off": [], "metrics": [], "on": []}
     cpu: dict[str, list[float]] = {mode: [] for mode in rates}
@@ -234,6 +307,7 @@ def main() -> None:
                 "metrics_overhead_ratio": round(metrics_ratio, 4),
                 "cpu_overhead_ratio": round(cpu_ratio, 4),
                 "target_ratio": 0.10,
+                **logging_figures,
             }
         )
     )

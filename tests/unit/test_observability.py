@@ -7,7 +7,9 @@ import io
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 import httpx
 import pytest
@@ -28,6 +30,7 @@ from niyanta.observability.tracing import (
     current_trace_ids,
     current_traceparent,
     message_context,
+    trace_ids_of_workload,
 )
 from niyanta.worker.health import HealthServer
 
@@ -137,9 +140,49 @@ def test_log_lines_carry_the_workload_keys_and_the_active_span(
     )  # fmt: skip
     assert step["trace_id"] == format(ids.trace_id, "032x")
     assert step["span_id"] == format(ids.span_id, "016x")
+    assert step["timestamp"].endswith("Z")
+    written = datetime.fromisoformat(step["timestamp"].removesuffix("Z") + "+00:00")
+    assert abs(written.timestamp() - time.time()) < 60  # UTC, not local time
     assert library["event"] == "from the standard library"
     assert (library["workload"], library["level"]) == ("w-1", "warning")
     assert "workload" not in outside and "trace_id" not in outside
+
+
+def test_a_line_about_a_workload_outside_any_span_carries_its_stored_trace(
+    json_logs: Callable[[str], io.StringIO],
+) -> None:
+    stderr = json_logs("INFO")
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("workload.submit") as submit:
+        stored = current_traceparent()
+    log = structlog.get_logger("niyanta.coordinator")
+    log.info("lease.fenced", workload="w-1", **trace_ids_of_workload(stored))
+    with tracer.start_as_current_span("workload.complete") as complete:
+        log.info("replica.succeeded", workload="w-1", **trace_ids_of_workload(stored))
+    log.info("lease.expired", workload="w-2", **trace_ids_of_workload(None))
+    fenced, succeeded, unknown = _lines(stderr)
+    ids, active = submit.get_span_context(), complete.get_span_context()
+    assert (fenced["trace_id"], fenced["span_id"]) == (
+        format(ids.trace_id, "032x"), format(ids.span_id, "016x"),
+    )  # fmt: skip
+    assert succeeded["span_id"] == format(active.span_id, "016x")  # the span it is written in
+    assert "trace_id" not in unknown  # nothing stored (submitted without tracing): no ids
+
+
+def test_a_value_json_cannot_hold_is_written_as_its_repr(
+    json_logs: Callable[[str], io.StringIO],
+) -> None:
+    class Opaque:
+        def __repr__(self) -> str:
+            return "Opaque()"
+
+    stderr = json_logs("INFO")
+    structlog.get_logger().info("odd", thing=Opaque(), by_pair={(1, 2): 3})
+    structlog.get_logger().info("undecodable", name="bad\udcff.txt")
+    line, undecodable = _lines(stderr)
+    assert line["thing"] == "Opaque()"
+    assert line["by_pair"] == {"(1, 2)": 3}
+    assert undecodable["name"] == "bad\udcff.txt"
 
 
 def test_a_level_filters_lines(json_logs: Callable[[str], io.StringIO]) -> None:

@@ -16,6 +16,7 @@ from niyanta.coordinator.stopper import Stopper
 from niyanta.errors import NiyantaError
 from niyanta.model import Replica
 from niyanta.observability.metrics import CoordinatorMetrics
+from niyanta.observability.tracing import trace_ids_of_workload
 from niyanta.states import ReplicaState
 from niyanta.store.base import Store
 
@@ -70,12 +71,16 @@ class LeaseMonitor:
         for replica in expired:
             self._metrics.lease_expiries.inc()
             self._metrics.reassignments.labels(reason="lease expired").inc()
+            workload = self._catalog.cached(replica.workload_id)
             log.warning(
                 "lease.expired",
+                customer=workload.customer_id if workload is not None else None,
                 workload=replica.workload_id,
                 replica=replica.index,
                 worker=replica.previous_worker,
                 fence=replica.fence,
+                attempt=replica.attempt,
+                **trace_ids_of_workload(workload.traceparent if workload is not None else None),
             )
         if expired:
             self._wake(None)
@@ -104,11 +109,14 @@ class LeaseMonitor:
                 continue  # it moved on meanwhile
             log.warning(
                 "replica.stalled",
+                customer=workload.customer_id,
                 workload=replica.workload_id,
                 replica=replica.index,
                 worker=replica.worker_id,
                 fence=replica.fence,
+                attempt=replica.attempt,
                 reason=reason,
+                **trace_ids_of_workload(workload.traceparent),
             )
             failed.append(after)
             if after.state is ReplicaState.RETRYING:

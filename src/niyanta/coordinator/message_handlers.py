@@ -56,7 +56,12 @@ from niyanta.model import (
     ReplicaKey,
 )
 from niyanta.observability.metrics import CoordinatorMetrics
-from niyanta.observability.tracing import context_from_traceparent, message_context, tracer
+from niyanta.observability.tracing import (
+    context_from_traceparent,
+    message_context,
+    trace_ids_of_workload,
+    tracer,
+)
 from niyanta.states import ReplicaState
 from niyanta.store.base import (
     CompleteReplica,
@@ -153,12 +158,16 @@ class MessageHandlers:
         """Results and checkpoints counted and logged, so that a repeat is not counted again."""
 
     def _fields(self, key: ReplicaKey, worker_id: str, fence: int) -> dict[str, object]:
+        """The keys of a line about a replica; its trace ids even outside its spans (a fenced
+        lease is found in heartbeat handling, which runs in no workload's trace)."""
+        workload = self._catalog.cached(key.workload_id)
         return {
-            "customer": self._catalog.customer_of(key.workload_id),
+            "customer": workload.customer_id if workload is not None else None,
             "workload": key.workload_id,
             "replica": key.index,
             "worker": worker_id,
             "fence": fence,
+            **trace_ids_of_workload(workload.traceparent if workload is not None else None),
         }
 
     async def handle(self, worker_id: str, message: AnyMessage) -> Reply:

@@ -53,10 +53,26 @@ def message_context(traceparent: str | None) -> Iterator[None]:
 
 def current_trace_ids() -> tuple[str | None, str | None]:
     """(trace_id, span_id) of the active span as hex, for log lines; (None, None) if none."""
-    span_context = trace.get_current_span().get_span_context()
+    return _hex_ids(trace.get_current_span().get_span_context())
+
+
+def _hex_ids(span_context: trace.SpanContext) -> tuple[str | None, str | None]:
     if not span_context.is_valid:
         return None, None
     return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
+
+
+def trace_ids_of_workload(traceparent: str | None) -> dict[str, str]:
+    """``trace_id`` and ``span_id`` for a log line about a workload: the active span's, or,
+    outside any span (a heartbeat, the lease monitor, a worker leaving), those of the workload's
+    stored ``traceparent`` (its submit span), so that the line is still found by its trace."""
+    trace_id, span_id = current_trace_ids()
+    if trace_id is None and traceparent:
+        stored = trace.get_current_span(context_from_traceparent(traceparent))
+        trace_id, span_id = _hex_ids(stored.get_span_context())
+    if trace_id is None or span_id is None:
+        return {}
+    return {"trace_id": trace_id, "span_id": span_id}
 
 
 def add_trace_ids(
