@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -222,6 +223,8 @@ def log_lines_per_s(lines: int, batches: int) -> dict[str, float]:
         "span_id": "00f067aa0ba902b7",
     }
     best = {"stock": 0.0, "ours": 0.0}
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     with open(os.devnull, "w") as devnull:
         for _ in range(batches):
             for name in best:
@@ -231,6 +234,10 @@ def log_lines_per_s(lines: int, batches: int) -> dict[str, float]:
                     log.info("replica.succeeded", outcome="succeeded", attempt=1, **fields)
                 best[name] = max(best[name], lines / (time.perf_counter() - started))
     structlog.reset_defaults()
+    # configure_logging gave the stdlib root logger a handler on devnull, closed now: put back
+    # what was there, or the benchmark's own HTTP client would log into a closed file.
+    root.handlers[:] = handlers
+    root.setLevel(level)
     return best
 
 
