@@ -18,6 +18,8 @@ from niyanta.broker.messages import AnyMessage, Capacity, Hello, TypeInfo
 from niyanta.coordinator import CoordinatorSettings, build_app
 from niyanta.coordinator.runtime import CoordinatorRuntime
 from niyanta.store.base import Store
+from niyanta.worker import Worker, WorkerSettings
+from niyanta.worker.registry import Registry
 
 M = TypeVar("M", bound=AnyMessage)
 
@@ -70,6 +72,19 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what or probe}")
         await asyncio.sleep(interval)
+
+
+async def start_worker(
+    running: Running, settings: WorkerSettings, registry: Registry
+) -> tuple[Worker, asyncio.Task[None]]:
+    """A real worker runtime on the coordinator's memory hub, running once it has joined."""
+    worker = Worker(settings, running.hub.worker_link(settings.worker_id), registry=registry)
+    task = asyncio.create_task(worker.run())
+    await eventually(
+        lambda: settings.worker_id in running.runtime.registry,
+        what=f"{settings.worker_id} joined",
+    )
+    return worker, task
 
 
 class FakeWorker:

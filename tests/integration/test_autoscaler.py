@@ -8,14 +8,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.integration.coordinator_fixtures import Running, eventually, running_coordinator
+from tests.integration.coordinator_fixtures import (
+    Running,
+    eventually,
+    running_coordinator,
+    start_worker,
+)
 
 from niyanta import Registry, WorkloadContext, workload
 from niyanta.clock import FakeClock
 from niyanta.coordinator.autoscaler_loop import AutoscalerLoop
 from niyanta.model import Event
 from niyanta.store.base import EventQuery
-from niyanta.worker import Worker, WorkerSettings
+from niyanta.worker import WorkerSettings
 
 REGISTRY = Registry()
 BACKLOG = {"value": 0.0}
@@ -76,8 +81,7 @@ async def test_backlog_rising_then_falling_scales_up_then_down_after_cooldown_wi
         settings = WorkerSettings(
             worker_id="w1", slots=6, heartbeat_interval_s=0.2, progress_interval_s=0.05
         )
-        worker = Worker(settings, running.hub.worker_link("w1"), registry=REGISTRY)
-        worker_task = asyncio.create_task(worker.run())
+        worker, worker_task = await start_worker(running, settings, REGISTRY)
 
         async def announced() -> bool:
             types = (await client.get("/v1/workload-types")).json()["items"]

@@ -18,6 +18,7 @@ from tests.integration.coordinator_fixtures import (
     Running,
     eventually,
     running_coordinator,
+    start_worker,
 )
 
 from niyanta import PermanentError, Registry, TransientError, WorkloadContext, workload
@@ -194,10 +195,7 @@ async def test_a_lost_worker_s_replica_resumes_on_the_other_from_its_checkpoint(
 
 async def _real_worker(running: Running, worker_id: str) -> tuple[Worker, asyncio.Task[None]]:
     settings = WorkerSettings(worker_id=worker_id, slots=4, heartbeat_interval_s=0.2)
-    worker = Worker(settings, running.hub.worker_link(worker_id), registry=REGISTRY)
-    task = asyncio.create_task(worker.run())
-    await eventually(lambda: worker_id in running.runtime.registry, what="worker joined")
-    return worker, task
+    return await start_worker(running, settings, REGISTRY)
 
 
 async def test_transient_failure_is_retried_with_backoff_then_succeeds(running: Running) -> None:

@@ -10,7 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.coordinator_fixtures import Running, eventually, running_coordinator
+from tests.integration.coordinator_fixtures import (
+    Running,
+    eventually,
+    running_coordinator,
+    start_worker,
+)
 from tests.integration.test_coordinator import FakeWorker
 
 from niyanta import Registry, WorkloadContext, workload
@@ -228,10 +233,7 @@ async def test_hello_stops_what_the_worker_runs_at_a_stale_fence(running: Runnin
 
 async def _worker(running: Running, worker_id: str) -> tuple[Worker, asyncio.Task[None]]:
     settings = WorkerSettings(worker_id=worker_id, slots=2, heartbeat_interval_s=0.1)
-    worker = Worker(settings, running.hub.worker_link(worker_id), registry=REGISTRY)
-    task = asyncio.create_task(worker.run())
-    await eventually(lambda: worker_id in running.runtime.registry, what=f"{worker_id} joined")
-    return worker, task
+    return await start_worker(running, settings, REGISTRY)
 
 
 async def test_drain_hands_replicas_back_without_a_lease_wait(running: Running) -> None:
@@ -364,9 +366,7 @@ async def test_a_higher_tier_preempts_a_lower_one_which_resumes_from_its_checkpo
 ) -> None:
     await running.client.post("/v1/customers", json={"id": "small", "tier": "bronze"})
     settings = WorkerSettings(worker_id="solo", slots=1, heartbeat_interval_s=0.1)
-    worker = Worker(settings, running.hub.worker_link("solo"), registry=REGISTRY)
-    task = asyncio.create_task(worker.run())
-    await eventually(lambda: "solo" in running.runtime.registry, what="worker joined")
+    worker, task = await start_worker(running, settings, REGISTRY)
 
     low = (
         await running.client.post(

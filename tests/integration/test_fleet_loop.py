@@ -4,16 +4,20 @@ loop decides; the Kubernetes and EC2 scalers have their own tests)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
-from tests.integration.coordinator_fixtures import Running, eventually, running_coordinator
+from tests.integration.coordinator_fixtures import (
+    Running,
+    eventually,
+    running_coordinator,
+    start_worker,
+)
 
 from niyanta import Registry, WorkloadContext, workload
 from niyanta.autoscale.fleet import PoolBounds
 from niyanta.autoscale.fleet_scaler import FleetScaler
 from niyanta.coordinator.fleet_loop import FleetLoop
-from niyanta.worker import Worker, WorkerSettings
+from niyanta.worker import WorkerSettings
 
 REGISTRY = Registry()
 
@@ -77,8 +81,7 @@ async def test_desired_workers_per_pool_are_published_and_handed_to_the_scaler(
         settings = WorkerSettings(
             worker_id="w1", slots=2, labels={"pool": "cpu"}, heartbeat_interval_s=0.1
         )
-        worker = Worker(settings, running.hub.worker_link("w1"), registry=REGISTRY)
-        worker_task = asyncio.create_task(worker.run())
+        worker, worker_task = await start_worker(running, settings, REGISTRY)
 
         async def announced() -> bool:
             types = (await client.get("/v1/workload-types")).json()["items"]

@@ -10,14 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.coordinator_fixtures import Running, eventually, running_coordinator
+from tests.integration.coordinator_fixtures import (
+    Running,
+    eventually,
+    running_coordinator,
+    start_worker,
+)
 
 from niyanta import PermanentError, Registry, WorkloadContext, workload
 from niyanta.coordinator.slo_watch import SloWatch
 from niyanta.model import Event
 from niyanta.slo.evaluator import SloWindow
 from niyanta.store.base import EventQuery
-from niyanta.worker import Worker, WorkerSettings
+from niyanta.worker import WorkerSettings
 
 REGISTRY = Registry()
 
@@ -101,8 +106,7 @@ async def test_error_rate_alert_is_raised_then_resolved_with_events_metric_and_w
         )
         assert created.status_code == 201, created.text
         settings = WorkerSettings(worker_id="w1", slots=4, heartbeat_interval_s=0.2)
-        worker = Worker(settings, running.hub.worker_link("w1"), registry=REGISTRY)
-        worker_task = asyncio.create_task(worker.run())
+        worker, worker_task = await start_worker(running, settings, REGISTRY)
 
         async def announced() -> bool:
             types = (await client.get("/v1/workload-types")).json()["items"]

@@ -1,9 +1,10 @@
 """The worker's probe port for Kubernetes: ``GET /health`` (the process answers) and ``GET /ready``
 (joined to a coordinator over a live connection), as JSON.
 
-A few lines of asyncio rather than a web framework: the worker serves nothing else over HTTP, and
-a probe must answer even while its event loop is busy with replicas. Off unless ``--health-port``
-(``NIYANTA_WORKER_HEALTH_PORT``) is given.
+A few lines of asyncio rather than a second ASGI server: the worker serves nothing else over
+HTTP, and two fixed answers need no routing, parsing or lifespan. It runs on the worker's event
+loop, so a loop blocked by workload code fails the probe too, as it should. Off unless
+``--health-port`` (``NIYANTA_WORKER_HEALTH_PORT``) is given.
 """
 
 from __future__ import annotations
