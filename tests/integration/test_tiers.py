@@ -298,3 +298,33 @@ async def test_platinum_preempts_bronze_which_resumes_from_its_checkpoint(
             "replica.succeeded",
         ]
         assert started.started_at is not None and requeued["at"] <= started.started_at
+
+
+async def test_placeable_work_behind_a_window_of_unplaceable_work_is_reached(
+    tmp_path: Path,
+) -> None:
+    # One worker of 2 slots: a round reads 16 of a customer's pending replicas. The first 40
+    # ask for a label no worker has; the 41st can run anywhere. Rounds widen their read while
+    # the whole window stays pending for where it may run, until they reach it.
+    async with fleet(tmp_path, workers=1, slots=2) as f:
+        await f.customer("picky", "bronze")
+        nowhere = {"required": [{"key": "gpu", "op": "=", "values": ["a100"]}]}
+        stuck = []
+        for _ in range(40):
+            response = await f.running.client.post(
+                "/v1/workloads",
+                json={
+                    "customer_id": "picky",
+                    "type": "steps",
+                    "params": {"steps": 1, "step_s": 0.01},
+                    "affinity": nowhere,
+                },
+            )
+            assert response.status_code == 201, response.text
+            stuck.append(response.json()["id"])
+        runnable = await f.submit("picky", steps=1, step_s=0.01)
+        [done] = await f.finished([runnable], within=10)
+        assert done.state is ReplicaState.SUCCEEDED
+        body = (await f.running.client.get(f"/v1/workloads/{stuck[0]}")).json()
+        assert body["replicas"][0]["state"] == "pending"
+        assert body["replicas"][0]["pending_reason"] == "no worker with gpu=a100"

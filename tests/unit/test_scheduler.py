@@ -210,6 +210,25 @@ def test_label_present_only_on_workers_of_another_type_is_reported() -> None:
     assert why(decision) == {"a/0": "no worker with gpu=true runs type job"}
 
 
+def test_customers_held_back_by_where_they_may_run_are_named_but_not_those_out_of_room() -> None:
+    gpu = Affinity(required=(sel("gpu", SelectorOp.EQ, "true"),))
+    apart = Affinity(anti=(sel("app", SelectorOp.EQ, "cache"),))
+    decision = run(
+        [
+            pending("a", customer="picky", affinity=gpu),
+            pending("b", customer="named", affinity=Affinity(worker="w9")),
+            pending("c", 0, customer="apart", affinity=apart, labels={"app": "cache"}),
+            pending("c", 1, customer="apart", affinity=apart, labels={"app": "cache"}),
+            *(pending(f"bulk{i}", customer="bulk") for i in range(3)),
+        ],
+        [worker("w1", slots=2)],
+        [running("cache", on="w1", tier="gold", labels={"app": "cache"})],
+    )
+    assert list(where(decision)) == ["bulk0/0"]
+    assert why(decision)["bulk1/0"] == "no free capacity"
+    assert decision.constrained == frozenset({"picky", "named", "apart"})
+
+
 def test_named_worker_affinity() -> None:
     decision = run(
         [

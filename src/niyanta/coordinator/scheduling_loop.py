@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import math
 import time
+from collections import Counter
 
 import structlog
 
@@ -40,12 +41,15 @@ from niyanta.store.base import Assignment, ReleaseReplica, Store
 log = structlog.get_logger("niyanta.coordinator")
 
 MAX_PENDING_PER_ROUND = 10_000
-MIN_PER_CUSTOMER = 200
-"""A round looks at no more than ``max(MIN_PER_CUSTOMER, 2 x the fleet's slots)`` replicas of
-one customer (the first in its queue order): it could not place more of them anyway, and a
-flooding customer's backlog then costs a round nothing (reading and ordering 2,000 replicas
-every round made a platinum arrival wait 5-15x longer under a bronze flood). The margin covers
-replicas that cannot be placed (affinity) ahead of ones that can."""
+MIN_PER_CUSTOMER = 16
+"""A round reads no more than ``max(MIN_PER_CUSTOMER, 2 x the fleet's slots)`` replicas of one
+customer (the first in its queue order): it could not place more of them anyway, and a flooding
+customer's backlog then costs a round nothing. Reading, decoding and ordering 200 replicas a
+customer took 6-8 ms of a round under a 2,000-replica bronze flood, and a platinum arrival waits
+for the round in flight and then its own. When a customer's window came back whole and some of it
+stayed pending for where it may run (affinity, spread; ``SchedulerDecision.constrained``) rather
+than for capacity, the next round reads twice as many of each customer's, up to
+``MAX_PENDING_PER_ROUND``, so that placeable replicas behind unplaceable ones are reached."""
 NO_WORKERS = "no schedulable worker"
 SCHEDULER_ACTOR = "scheduler"
 PREEMPTING_EVENT = "replica.preempting"
@@ -58,6 +62,20 @@ def per_customer_window(workers: tuple[WorkerView, ...]) -> int:
     """How many of one customer's pending replicas a round reads (``MIN_PER_CUSTOMER``)."""
     slots = sum(w.slots for w in workers if w.schedulable)
     return max(MIN_PER_CUSTOMER, 2 * slots)
+
+
+def constrained_cut_off(
+    pending: list[Replica],
+    workloads: dict[str, Workload],
+    window: int,
+    constrained: frozenset[str],
+) -> bool:
+    """Whether a customer left pending for where its replicas may run had more pending than
+    the round read (its read came back a whole ``window``)."""
+    if not constrained:
+        return False
+    read = Counter(workloads[r.workload_id].customer_id for r in pending)
+    return any(read[c] >= window for c in constrained)
 
 
 class SchedulingLoop:
@@ -85,8 +103,10 @@ class SchedulingLoop:
         self._clock = clock
         self._wake = asyncio.Event()
         self.pending_reasons: dict[ReplicaKey, str] = {}
-        self._queue_observed_at = -math.inf
         """Why each replica the last round left pending stays there (for the API)."""
+        self._queue_observed_at = -math.inf
+        self._widening = 1
+        """The factor on the next round's per-customer window (``MIN_PER_CUSTOMER``)."""
 
     def wake(self, at: float | None = None) -> None:
         """Run a round now, or at store time ``at`` (a retry's backoff ends)."""
@@ -125,9 +145,8 @@ class SchedulingLoop:
         workers = self._registry.views(
             self._endpoint.connected_workers(), self._settings.lease_ttl_s
         )
-        pending = await self._store.pending_replicas(
-            MAX_PENDING_PER_ROUND, per_customer=per_customer_window(workers)
-        )
+        window = min(MAX_PENDING_PER_ROUND, per_customer_window(workers) * self._widening)
+        pending = await self._store.pending_replicas(MAX_PENDING_PER_ROUND, per_customer=window)
         if not pending:
             self.pending_reasons = {}
             return 0
@@ -144,6 +163,10 @@ class SchedulingLoop:
             tenancy = await self._catalog.tenancy()
         decision = await self._decide(pending, active, workloads, tenancy, workers)
         self.pending_reasons = {p.key: p.reason for p in decision.pending}
+        widen = window < MAX_PENDING_PER_ROUND and constrained_cut_off(
+            pending, workloads, window, decision.constrained
+        )
+        self._widening = self._widening * 2 if widen else 1
         assigned = await self._store.assign_replicas(
             [
                 Assignment(p.key, p.worker_id, self._settings.lease_ttl_s, p.fence)

@@ -48,6 +48,7 @@ class _Round:
         self.placements: list[Placement] = []
         self.preemptions: list[Preemption] = []
         self.reasons: dict[ReplicaKey, str] = {}
+        self.constrained: set[str] = set()
         self.highest_busy: Tier | None = None
         """The highest tier that placed or waited for capacity this round ("waiting behind")."""
         self.victims: set[ReplicaKey] = set()
@@ -81,7 +82,9 @@ class _Round:
             for r in self.inp.pending
             if r.key in self.reasons
         )
-        return SchedulerDecision(tuple(self.placements), tuple(self.preemptions), pending)
+        return SchedulerDecision(
+            tuple(self.placements), tuple(self.preemptions), pending, frozenset(self.constrained)
+        )
 
     def _serve(self, band: Band) -> None:
         # Each queue is reversed so that ``pop()`` yields the customer's next replica.
@@ -119,6 +122,7 @@ class _Round:
             target = cluster.shape_of(replica.type_name, affinity)
             if not target.groups:
                 self.reasons[replica.key] = self._unmatched(replica)
+                self.constrained.add(replica.customer_id)
                 target = None
         if target is None:
             return False
@@ -153,8 +157,10 @@ class _Round:
             return True
         if result is Miss.ANTI_AFFINITY:
             self.reasons[replica.key] = reasons.anti_affinity(affinity.anti)
+            self.constrained.add(replica.customer_id)
         elif result is Miss.SPREAD:
             self.reasons[replica.key] = reasons.spread(affinity.spread or "")
+            self.constrained.add(replica.customer_id)
         else:
             self._wait_for_capacity(replica, tier, need, target)
         return False
@@ -168,6 +174,7 @@ class _Round:
         )
         if refusal is not None:
             self.reasons[replica.key] = refusal
+            self.constrained.add(replica.customer_id)
             return None
         return i
 

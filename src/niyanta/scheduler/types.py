@@ -109,3 +109,7 @@ class SchedulerDecision:
     placements: tuple[Placement, ...]
     preemptions: tuple[Preemption, ...]
     pending: tuple[PendingReason, ...]
+    constrained: frozenset[str] = frozenset()
+    """Customers with a replica left pending by where it may run (affinity, anti-affinity,
+    spread, a named worker), not for want of capacity: one further down their queue, which the
+    round was not given, might have fit."""

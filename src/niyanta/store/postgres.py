@@ -19,8 +19,8 @@ from niyanta.errors import StoreUnavailable
 from niyanta.model import ReplicaKey
 from niyanta.store import migrate
 from niyanta.store.base import LeaseRenewal, StoreLimits
-from niyanta.store.codec import REPLICA_COLUMNS
-from niyanta.store.sql import Many, SqlStore, Tx
+from niyanta.store.codec import REPLICA_COLUMNS, Row
+from niyanta.store.sql import PENDING_CUSTOMERS_CTE, Many, SqlStore, Tx
 
 T = TypeVar("T")
 
@@ -147,6 +147,12 @@ class PostgresStore(SqlStore):
         " JOIN replicas AS r ON r.workload_id = ids.id"
         " ORDER BY r.workload_id, r.idx FOR UPDATE OF r"
     )
+    pending_window_sql = PENDING_CUSTOMERS_CTE + (
+        "SELECT r.* FROM queued CROSS JOIN LATERAL (SELECT * FROM replicas q"
+        " WHERE q.state = 'pending' AND q.customer_id = queued.customer_id"
+        " AND q.not_before <= $1 ORDER BY q.priority DESC, q.enqueued_at, q.workload_id, q.idx"
+        " LIMIT $3) AS r ORDER BY r.enqueued_at, r.workload_id, r.idx LIMIT $2"
+    )
 
     def __init__(
         self,
@@ -209,6 +215,15 @@ class PostgresStore(SqlStore):
             except _UNAVAILABLE as exc:
                 raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
         raise AssertionError("unreachable")
+
+    async def _read(self, sql: str, *args: object) -> list[Row]:
+        if self._pool is None:
+            raise StoreUnavailable("the PostgreSQL store is not open")
+        try:
+            async with self._pool.acquire() as conn:
+                return list(await conn.fetch(sql, *args))
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
 
     def _json_field_equals(self, column: str, key_param: int, value_param: int) -> str:
         return f"({column}::jsonb ->> ${key_param}) = ${value_param}"

@@ -95,8 +95,19 @@ S = ReplicaState
 
 _ACTIVE_SQL = "state IN ('scheduled', 'running')"
 INSERT_REPLICA = (
-    f"INSERT INTO replicas ({', '.join(REPLICA_COLUMNS)}) "
-    f"VALUES ({', '.join(f'${i}' for i in range(1, len(REPLICA_COLUMNS) + 1))})"
+    f"INSERT INTO replicas ({', '.join(REPLICA_COLUMNS)}, priority) "
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(REPLICA_COLUMNS) + 2))})"
+)
+"""A new replica's row: REPLICA_COLUMNS, then its workload's priority (set once: it orders the
+queue, ``replicas_customer_queue``, and never changes)."""
+PENDING_CUSTOMERS_CTE = (
+    # Each customer with pending replicas, one index probe per customer (a loose index scan):
+    # no pass over the whole queue, however long a flooding customer's backlog.
+    "WITH RECURSIVE queued(customer_id) AS ("
+    "SELECT min(customer_id) FROM replicas WHERE state = 'pending'"
+    " UNION ALL SELECT (SELECT min(customer_id) FROM replicas"
+    " WHERE state = 'pending' AND customer_id > queued.customer_id)"
+    " FROM queued WHERE queued.customer_id IS NOT NULL) "
 )
 INSERT_EVENT = (
     "INSERT INTO events (kind, at, actor, workload_id, idx, customer_id, correlation_id, reason,"
@@ -135,16 +146,15 @@ def _new_replica_values(
     workload: Workload, indexes: Iterable[int], now: float
 ) -> list[tuple[object, ...]]:
     """Rows of new replicas: pending, fence 0, first attempt."""
-    return [
-        replica_values(
-            ReplicaRow(
-                Replica(workload.id, i, S.PENDING, fence=0, attempt=1, enqueued_at=now),
-                customer_id=workload.customer_id,
-                checkpoint_fence=0,
-            )
+    rows = (
+        ReplicaRow(
+            Replica(workload.id, i, S.PENDING, fence=0, attempt=1, enqueued_at=now),
+            customer_id=workload.customer_id,
+            checkpoint_fence=0,
         )
         for i in indexes
-    ]
+    )
+    return [(*replica_values(row), workload.priority) for row in rows]
 
 
 class _NewWorkloads:
@@ -299,9 +309,20 @@ class SqlStore(ABC):
     async def _run(self, body: Callable[[Tx], Awaitable[T]]) -> T:
         """Run ``body`` in one transaction (committed when it returns, rolled back if it raises)."""
 
+    @abstractmethod
+    async def _read(self, sql: str, *args: object) -> list[Row]:
+        """One read-only statement outside any transaction of ours: it sees every commit made
+        before it started and waits for no writer (the scheduler's reads every round, and the
+        API's, do not queue behind lease renewals and checkpoint batches)."""
+
     lock_replicas_sql: str
     """Every replica of the workloads whose ids are bound at ``$1`` as a JSON array, ordered by
     (workload, index) and, where the dialect has row locks, locked in that order."""
+
+    pending_window_sql: str
+    """The first ``$3`` pending replicas (``not_before <= $1``) of each customer in its queue
+    order (``replicas_customer_queue``), then oldest first, at most ``$2``; it starts with
+    ``PENDING_CUSTOMERS_CTE``."""
 
     @abstractmethod
     def _json_field_equals(self, column: str, key_param: int, value_param: int) -> str:
@@ -721,17 +742,12 @@ class SqlStore(ABC):
         return await self._run(body)
 
     async def get_replica(self, key: ReplicaKey) -> Replica:
-        async def body(tx: Tx) -> Replica:
-            row = await tx.fetchrow(
-                "SELECT * FROM replicas WHERE workload_id = $1 AND idx = $2",
-                key.workload_id,
-                key.index,
-            )
-            if row is None:
-                raise UnknownReplica(f"no replica {key}")
-            return replica_from_row(row).replica
-
-        return await self._run(body)
+        rows = await self._read(
+            "SELECT * FROM replicas WHERE workload_id = $1 AND idx = $2", key.workload_id, key.index
+        )
+        if not rows:
+            raise UnknownReplica(f"no replica {key}")
+        return replica_from_row(rows[0]).replica
 
     async def list_replicas(self, workload_id: str) -> list[Replica]:
         async def body(tx: Tx) -> list[Replica]:
@@ -747,8 +763,27 @@ class SqlStore(ABC):
         self, limit: int = 100_000, per_customer: int | None = None
     ) -> list[Replica]:
         now = self._now()
+        if await self._read(
+            "SELECT 1 FROM replicas WHERE state = 'retrying' AND not_before <= $1 LIMIT 1", now
+        ):
+            await self._requeue_backoff_over(now)
+        if per_customer is None:
+            rows = await self._read(
+                "SELECT * FROM replicas WHERE state = 'pending' AND not_before <= $1"
+                " ORDER BY enqueued_at, workload_id, idx LIMIT $2",
+                now,
+                limit,
+            )
+        else:
+            # Each customer's first ``per_customer`` in its own queue order (workload priority,
+            # then age); only those rows are read, through the index.
+            rows = await self._read(self.pending_window_sql, now, limit, per_customer)
+        return [replica_from_row(r).replica for r in rows]
 
-        async def body(tx: Tx) -> list[Replica]:
+    async def _requeue_backoff_over(self, now: float) -> None:
+        """Retrying replicas whose backoff has ended go back to pending."""
+
+        async def body(tx: Tx) -> None:
             batch = await self._load_where(tx, "state = 'retrying' AND not_before <= $1", now)
             for row in list(batch.current.values()):
                 r = row.replica
@@ -757,66 +792,34 @@ class SqlStore(ABC):
                         changes.requeue(row, now=now, actor="coordinator", reason="backoff over")
                     )
             await self._persist(tx, batch, now)
-            if per_customer is None:
-                rows = await tx.fetch(
-                    "SELECT * FROM replicas WHERE state = 'pending' AND not_before <= $1"
-                    " ORDER BY enqueued_at, workload_id, idx LIMIT $2",
-                    now,
-                    limit,
-                )
-            else:
-                # Each customer's first ``per_customer`` in its own queue order (workload
-                # priority, then age); only those rows are sent and decoded.
-                rows = await tx.fetch(
-                    "SELECT * FROM (SELECT r.*, row_number() OVER (PARTITION BY r.customer_id"
-                    " ORDER BY w.priority DESC, r.enqueued_at, r.workload_id, r.idx) AS nth"
-                    " FROM replicas r JOIN workloads w ON w.id = r.workload_id"
-                    " WHERE r.state = 'pending' AND r.not_before <= $1) AS queue"
-                    " WHERE nth <= $3 ORDER BY enqueued_at, workload_id, idx LIMIT $2",
-                    now,
-                    limit,
-                    per_customer,
-                )
-            return [replica_from_row(r).replica for r in rows]
 
-        return await self._run(body)
+        await self._run(body)
 
     async def queue_depths(self) -> list[QueueDepth]:
-        async def body(tx: Tx) -> list[QueueDepth]:
-            rows = await tx.fetch(
-                "SELECT customer_id, count(*) AS pending, min(enqueued_at) AS oldest"
-                " FROM replicas WHERE state = 'pending' GROUP BY customer_id ORDER BY customer_id"
-            )
-            return [
-                QueueDepth(r["customer_id"], int(r["pending"]), float(r["oldest"])) for r in rows
-            ]
-
-        return await self._run(body)
+        rows = await self._read(
+            "SELECT customer_id, count(*) AS pending, min(enqueued_at) AS oldest"
+            " FROM replicas WHERE state = 'pending' GROUP BY customer_id ORDER BY customer_id"
+        )
+        return [QueueDepth(r["customer_id"], int(r["pending"]), float(r["oldest"])) for r in rows]
 
     async def active_replicas(self, worker_id: str | None = None) -> list[Replica]:
-        async def body(tx: Tx) -> list[Replica]:
-            if worker_id is None:
-                rows = await tx.fetch(
-                    f"SELECT * FROM replicas WHERE {_ACTIVE_SQL} ORDER BY workload_id, idx"
-                )
-            else:
-                rows = await tx.fetch(
-                    f"SELECT * FROM replicas WHERE {_ACTIVE_SQL} AND worker_id = $1"
-                    " ORDER BY workload_id, idx",
-                    worker_id,
-                )
-            return [replica_from_row(r).replica for r in rows]
-
-        return await self._run(body)
+        if worker_id is None:
+            rows = await self._read(
+                f"SELECT * FROM replicas WHERE {_ACTIVE_SQL} ORDER BY workload_id, idx"
+            )
+        else:
+            rows = await self._read(
+                f"SELECT * FROM replicas WHERE {_ACTIVE_SQL} AND worker_id = $1"
+                " ORDER BY workload_id, idx",
+                worker_id,
+            )
+        return [replica_from_row(r).replica for r in rows]
 
     async def count_replicas_by_state(self) -> dict[tuple[str, str], int]:
-        async def body(tx: Tx) -> dict[tuple[str, str], int]:
-            rows = await tx.fetch(
-                "SELECT customer_id, state, count(*) AS n FROM replicas GROUP BY customer_id, state"
-            )
-            return {(r["customer_id"], r["state"]): int(r["n"]) for r in rows}
-
-        return await self._run(body)
+        rows = await self._read(
+            "SELECT customer_id, state, count(*) AS n FROM replicas GROUP BY customer_id, state"
+        )
+        return {(r["customer_id"], r["state"]): int(r["n"]) for r in rows}
 
     # --- assignment and leases -----------------------------------------------------------------
 
@@ -938,24 +941,22 @@ class SqlStore(ABC):
         return await self._run(body)
 
     async def latest_checkpoint(self, key: ReplicaKey) -> Checkpoint | None:
-        async def body(tx: Tx) -> Checkpoint | None:
-            row = await tx.fetchrow(
-                "SELECT * FROM checkpoints WHERE workload_id = $1 AND idx = $2",
-                key.workload_id,
-                key.index,
-            )
-            if row is None:
-                return None
-            return Checkpoint(
-                row["workload_id"],
-                row["idx"],
-                row["seq"],
-                row["fence"],
-                bytes(row["data"]),
-                row["created_at"],
-            )
-
-        return await self._run(body)
+        rows = await self._read(
+            "SELECT * FROM checkpoints WHERE workload_id = $1 AND idx = $2",
+            key.workload_id,
+            key.index,
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return Checkpoint(
+            row["workload_id"],
+            row["idx"],
+            row["seq"],
+            row["fence"],
+            bytes(row["data"]),
+            row["created_at"],
+        )
 
     # --- control by API ------------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """SQLite backend: the embedded default (``sqlite:///path/to/niyanta.db``).
 
-One connection in WAL mode; transactions are serialised by an asyncio lock and opened with
-``BEGIN IMMEDIATE`` (which also orders writers from other processes, with a busy timeout).
+One connection in WAL mode for transactions, serialised by an asyncio lock and opened with
+``BEGIN IMMEDIATE`` (which also orders writers from other processes, with a busy timeout), and a
+second, read-only one for single-statement reads: WAL lets it read the last commit while a write
+is in progress, so a scheduling round's reads wait for no checkpoint batch's fsync.
 ``synchronous=FULL``: in WAL mode every commit syncs the log, so a write the coordinator has
 acknowledged (a checkpoint, a completion) survives a power loss, not only a process crash. The
 fsync this costs per commit is what group commit (``apply_writes``) amortises.
@@ -25,7 +27,7 @@ from niyanta.model import ReplicaKey
 from niyanta.store import migrate
 from niyanta.store.base import LeaseRenewal, StoreLimits
 from niyanta.store.codec import Row
-from niyanta.store.sql import SqlStore, Tx
+from niyanta.store.sql import PENDING_CUSTOMERS_CTE, SqlStore, Tx
 
 T = TypeVar("T")
 
@@ -72,6 +74,13 @@ class SqliteStore(SqlStore):
         "SELECT * FROM replicas WHERE workload_id IN (SELECT value FROM json_each($1))"
         " ORDER BY workload_id, idx"
     )
+    # No LATERAL in SQLite: each customer's head of queue as the rowids of a correlated LIMIT.
+    pending_window_sql = PENDING_CUSTOMERS_CTE + (
+        "SELECT r.* FROM queued JOIN replicas r ON r.rowid IN (SELECT q.rowid FROM replicas q"
+        " WHERE q.state = 'pending' AND q.customer_id = queued.customer_id"
+        " AND q.not_before <= $1 ORDER BY q.priority DESC, q.enqueued_at, q.workload_id, q.idx"
+        " LIMIT $3) ORDER BY r.enqueued_at, r.workload_id, r.idx LIMIT $2"
+    )
 
     def __init__(
         self,
@@ -84,6 +93,7 @@ class SqliteStore(SqlStore):
         self.path = path
         self._synchronous = synchronous
         self._conn: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
@@ -97,11 +107,17 @@ class SqliteStore(SqlStore):
         await conn.execute("PRAGMA foreign_keys=ON")
         self._conn = conn
         await self.migrate()
+        reader = await aiosqlite.connect(self.path, isolation_level=None)
+        reader.row_factory = sqlite3.Row
+        await reader.execute("PRAGMA busy_timeout=10000")
+        await reader.execute("PRAGMA query_only=ON")
+        self._reader = reader
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        for conn in (self._reader, self._conn):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._conn = None
 
     async def migrate(self) -> int:
         now = self._now()
@@ -139,6 +155,11 @@ class SqliteStore(SqlStore):
                 await asyncio.shield(_rollback(conn))
                 raise
             return result
+
+    async def _read(self, sql: str, *args: object) -> list[Row]:
+        if self._reader is None:
+            raise StoreUnavailable("the SQLite store is not open")
+        return list(await self._reader.execute_fetchall(_to_sqlite(sql), args))
 
     def _json_field_equals(self, column: str, key_param: int, value_param: int) -> str:
         return f"json_extract({column}, '$.\"' || ${key_param} || '\"') = ${value_param}"
