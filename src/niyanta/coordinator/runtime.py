@@ -163,6 +163,10 @@ class CoordinatorRuntime:
         if self.leader.is_leader:
             self.scheduling.wake()
 
+    def workload_submitted(self, customer_id: str) -> None:
+        if self.leader.is_leader:
+            self.scheduling.submitted(customer_id)
+
     async def _lead(self, term: int) -> None:
         self.registry.clear()
         self.commands.stops.clear()

@@ -20,6 +20,7 @@ from niyanta.broker.base import CoordinatorEndpoint
 from niyanta.clock import Clock
 from niyanta.coordinator.catalog import Catalog, Tenancy
 from niyanta.coordinator.ordered_writes import OrderedWriter
+from niyanta.coordinator.placement_claims import PlacementClaims
 from niyanta.coordinator.settings import CoordinatorSettings
 from niyanta.coordinator.stopper import Stopper
 from niyanta.coordinator.worker_commands import StopReason, WorkerCommands
@@ -107,6 +108,13 @@ class SchedulingLoop:
         self._queue_observed_at = -math.inf
         self._widening = 1
         """The factor on the next round's per-customer window (``MIN_PER_CUSTOMER``)."""
+        self._claims = PlacementClaims()
+        self._tenancy: Tenancy | None = None
+        """As the last round saw it (``submitted()`` ranks an arrival with it, without I/O)."""
+        self._in_round = False
+        self._reading_up_to = math.inf
+        """The highest tier priority among the replicas the regular round in flight read."""
+        self._express: asyncio.Task[None] | None = None
 
     def wake(self, at: float | None = None) -> None:
         """Run a round now, or at store time ``at`` (a retry's backoff ends)."""
@@ -116,19 +124,64 @@ class SchedulingLoop:
         delay = max(0.0, at - self._clock.now())
         asyncio.get_running_loop().call_later(delay, self._wake.set)
 
+    def submitted(self, customer_id: str) -> None:
+        """A workload of ``customer_id`` was submitted here: wake a round. When the round in
+        flight read nothing of as high a tier, place it in an express round beside that one
+        at once, rather than after it: under a flood of lower-tier work rounds run back to
+        back, and a platinum arrival would otherwise wait out the bronze round in flight."""
+        self.wake()
+        if self._express is not None or not self._in_round:
+            return
+        priority = self._tier_priority(customer_id)
+        if priority is not None and priority > self._reading_up_to:
+            self._express = asyncio.create_task(self._express_round(), name="scheduler:express")
+
     async def run(self, stopper: Stopper) -> None:
         """Rounds until ``stopper`` stops (then ``wake()`` to end a wait at once)."""
-        while not stopper.stopped:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.schedule_interval_s)
-            self._wake.clear()
-            if stopper.stopped:
-                return
-            try:
-                await self.round()
-            except Exception as exc:  # a store outage: log, pause, try again
-                log.warning("scheduler.round_failed", error=repr(exc))
-                await stopper.pause(ERROR_PAUSE_S)
+        try:
+            while not stopper.stopped:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._settings.schedule_interval_s)
+                self._wake.clear()
+                if stopper.stopped:
+                    return
+                self._in_round, self._reading_up_to = True, -math.inf
+                try:
+                    await self.round()
+                except Exception as exc:  # a store outage: log, pause, try again
+                    log.warning("scheduler.round_failed", error=repr(exc))
+                    await stopper.pause(ERROR_PAUSE_S)
+                finally:
+                    self._in_round = False
+        finally:
+            if self._express is not None:
+                await asyncio.gather(self._express, return_exceptions=True)
+
+    async def _express_round(self) -> None:
+        try:
+            await self._place(express=True)
+        except Exception as exc:  # as a regular round's: the next regular round carries on
+            log.warning("scheduler.round_failed", error=repr(exc), express=True)
+        finally:
+            self._express = None
+
+    def _tier_priority(self, customer_id: str | None) -> int | None:
+        tenancy = self._tenancy
+        customer = (
+            None if tenancy is None or customer_id is None else tenancy.customers.get(customer_id)
+        )
+        tier = None if customer is None or tenancy is None else tenancy.tiers.get(customer.tier)
+        return None if tier is None else tier.priority
+
+    def _top_priority(self, pending: list[Replica], workloads: dict[str, Workload]) -> float:
+        """The highest tier priority among ``pending`` (unknown ones count as the highest)."""
+        top = -math.inf
+        for r in pending:
+            priority = self._tier_priority(workloads[r.workload_id].customer_id)
+            if priority is None:
+                return math.inf
+            top = max(top, priority)
+        return top
 
     async def round(self) -> int:
         """One placement round; the number of replicas started. The queue gauges follow the
@@ -141,7 +194,14 @@ class SchedulingLoop:
             await self._observe_queue()
         return started
 
-    async def _place(self) -> int:
+    async def _place(self, express: bool = False) -> int:
+        token = self._claims.open_round()
+        try:
+            return await self._place_round(token, express)
+        finally:
+            self._claims.close_round(token)
+
+    async def _place_round(self, token: int, express: bool) -> int:
         workers = self._registry.views(
             self._endpoint.connected_workers(), self._settings.lease_ttl_s
         )
@@ -161,18 +221,26 @@ class SchedulingLoop:
         if any(w.customer_id not in tenancy.customers for w in workloads.values()):
             self._catalog.invalidate_tenancy()  # a customer created since the last refresh
             tenancy = await self._catalog.tenancy()
-        decision = await self._decide(pending, active, workloads, tenancy, workers)
+        self._tenancy = tenancy
+        if not express:
+            self._reading_up_to = self._top_priority(pending, workloads)
+        decision = await self._decide(token, pending, active, workloads, tenancy, workers)
         self.pending_reasons = {p.key: p.reason for p in decision.pending}
         widen = window < MAX_PENDING_PER_ROUND and constrained_cut_off(
             pending, workloads, window, decision.constrained
         )
         self._widening = self._widening * 2 if widen else 1
-        assigned = await self._store.assign_replicas(
-            [
-                Assignment(p.key, p.worker_id, self._settings.lease_ttl_s, p.fence)
-                for p in decision.placements
-            ]
-        )
+        keys = [p.key for p in decision.placements]
+        assigned: list[Replica] = []
+        try:
+            assigned = await self._store.assign_replicas(
+                [
+                    Assignment(p.key, p.worker_id, self._settings.lease_ttl_s, p.fence)
+                    for p in decision.placements
+                ]
+            )
+        finally:
+            self._claims.settle(keys, (r.key for r in assigned))
         if assigned:
             await asyncio.gather(*(self._start(r, workloads[r.workload_id]) for r in assigned))
         for preemption in decision.preemptions:
@@ -198,12 +266,15 @@ class SchedulingLoop:
 
     async def _decide(
         self,
+        round_token: int,
         pending: list[Replica],
         active: list[Replica],
         workloads: dict[str, Workload],
         tenancy: Tenancy,
         workers: tuple[WorkerView, ...],
     ) -> SchedulerDecision:
+        """The scheduler's decision over what the round read and what rounds beside it have
+        claimed since (``PlacementClaims``); the new placements are claimed before it returns."""
         pending_views = []
         for r in pending:
             w = workloads[r.workload_id]
@@ -246,8 +317,12 @@ class SchedulingLoop:
                     started_at=r.started_at or 0.0,
                 )
             )
+        # From here to the return nothing awaits: no other round decides in between.
+        claimed = self._claims.claimed()
+        seen = {r.key for r in running_views}
+        running_views += [r for r in self._claims.unseen_by(round_token) if r.key not in seen]
         scheduler_input = SchedulerInput(
-            pending=tuple(pending_views),
+            pending=tuple(p for p in pending_views if p.key not in claimed),
             workers=workers,
             running=tuple(running_views),
             tiers=tenancy.tiers,
@@ -257,6 +332,21 @@ class SchedulingLoop:
         started = time.perf_counter()
         decision = schedule(scheduler_input)
         self._metrics.scheduler_round.observe(time.perf_counter() - started)
+        placed = {p.key: p.worker_id for p in decision.placements}
+        self._claims.claim(
+            RunningReplica(
+                key=p.key,
+                customer_id=p.customer_id,
+                tier=p.tier,
+                worker_id=placed[p.key],
+                resources=p.resources,
+                workload_labels=p.workload_labels,
+                priority=p.priority,
+                started_at=scheduler_input.now,
+            )
+            for p in scheduler_input.pending
+            if p.key in placed
+        )
         return decision
 
     async def _start(self, replica: Replica, workload: Workload) -> None:

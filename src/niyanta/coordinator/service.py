@@ -151,7 +151,7 @@ class CoordinatorService:
             span.set_attribute("niyanta.workload", result.workload.id)
             if not result.created:
                 return result, await self.get_workload(result.workload.id)
-            self._rt.wake_scheduler()
+            self._rt.workload_submitted(result.workload.customer_id)
             return result, self._submitted(result)
 
     async def submit_many(

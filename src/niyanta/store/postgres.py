@@ -202,7 +202,7 @@ class PostgresStore(SqlStore):
         except (*_UNAVAILABLE, asyncpg.PostgresError, StoreUnavailable):
             return False
 
-    async def _run(self, body: Callable[[Tx], Awaitable[T]]) -> T:
+    async def _run(self, body: Callable[[Tx], Awaitable[T]], urgent: bool = False) -> T:
         if self._pool is None:
             raise StoreUnavailable("the PostgreSQL store is not open")
         for attempt in range(_RETRIES):

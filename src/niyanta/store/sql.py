@@ -306,8 +306,10 @@ class SqlStore(ABC):
     # --- what a dialect provides -------------------------------------------------------------
 
     @abstractmethod
-    async def _run(self, body: Callable[[Tx], Awaitable[T]]) -> T:
-        """Run ``body`` in one transaction (committed when it returns, rolled back if it raises)."""
+    async def _run(self, body: Callable[[Tx], Awaitable[T]], urgent: bool = False) -> T:
+        """Run ``body`` in one transaction (committed when it returns, rolled back if it raises).
+        ``urgent``: a placement waits on it (a submit, a round's assignment); a dialect with one
+        writer serves it before ordinary writes (``writer_queue.py``)."""
 
     @abstractmethod
     async def _read(self, sql: str, *args: object) -> list[Row]:
@@ -646,7 +648,7 @@ class SqlStore(ABC):
 
         if not specs:
             return []
-        return await self._run(body)
+        return await self._run(body, urgent=True)
 
     async def _submit_one(
         self,
@@ -842,7 +844,7 @@ class SqlStore(ABC):
 
         if not assignments:
             return []
-        return await self._run(body)
+        return await self._run(body, urgent=True)
 
     async def renew_leases(
         self, worker_id: str, renewals: Sequence[LeaseRenewal], ttl_s: float

@@ -1,6 +1,7 @@
 """SQLite backend: the embedded default (``sqlite:///path/to/niyanta.db``).
 
-One connection in WAL mode for transactions, serialised by an asyncio lock and opened with
+One connection in WAL mode for transactions, taken in turn (``WriterQueue``: submits and
+assignments first) and opened with
 ``BEGIN IMMEDIATE`` (which also orders writers from other processes, with a busy timeout), and a
 second, read-only one for single-statement reads: WAL lets it read the last commit while a write
 is in progress, so a scheduling round's reads wait for no checkpoint batch's fsync.
@@ -28,6 +29,7 @@ from niyanta.store import migrate
 from niyanta.store.base import LeaseRenewal, StoreLimits
 from niyanta.store.codec import Row
 from niyanta.store.sql import PENDING_CUSTOMERS_CTE, SqlStore, Tx
+from niyanta.store.writer_queue import WriterQueue
 
 T = TypeVar("T")
 
@@ -94,7 +96,7 @@ class SqliteStore(SqlStore):
         self._synchronous = synchronous
         self._conn: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._writer = WriterQueue()
 
     async def open(self) -> None:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -137,11 +139,11 @@ class SqliteStore(SqlStore):
         except (sqlite3.Error, StoreUnavailable):
             return False
 
-    async def _run(self, body: Callable[[Tx], Awaitable[T]]) -> T:
+    async def _run(self, body: Callable[[Tx], Awaitable[T]], urgent: bool = False) -> T:
         conn = self._conn
         if conn is None:
             raise StoreUnavailable("the SQLite store is not open")
-        async with self._lock:
+        async with self._writer.turn(urgent):
             try:
                 await conn.execute("BEGIN IMMEDIATE")
                 result = await body(SqliteTx(conn))
