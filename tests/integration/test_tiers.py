@@ -24,7 +24,7 @@ from tests.integration.tier_fleet import (
     steady_stream,
 )
 
-from niyanta.states import ReplicaState
+from niyanta.states import TERMINAL, ReplicaState
 
 
 def _code(response: Any) -> tuple[int, str]:
@@ -181,9 +181,14 @@ async def test_guaranteed_slots_are_claimed_in_the_round_their_work_arrives(
         body = (await f.running.client.get(f"/v1/workloads/{silver}")).json()
         reasons = [r["pending_reason"] or "" for r in body["replicas"]]
         assert all(r.startswith("preempting 1 lower-tier replica on worker") for r in reasons)
-        await f.finished([silver], within=10)
-        replicas = await f.store.list_replicas(silver)
-        assert [r.state for r in replicas] == [ReplicaState.SUCCEEDED] * 2
+
+        async def both_ended() -> list[ReplicaState] | None:
+            states = [r.state for r in await f.store.list_replicas(silver)]
+            return states if all(s in TERMINAL for s in states) else None
+
+        # Each yield frees one slot and wakes its own round: the replicas start one after the other.
+        ended = await eventually(both_ended, within=10, what="both silver replicas ended")
+        assert ended == [ReplicaState.SUCCEEDED] * 2
 
 
 CPU_GUARANTEE_TOML = """
