@@ -7,7 +7,8 @@ waits on a gate for bronze work, as a slow commit under a flood would hold it.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,20 +48,39 @@ class GatedStore(SqliteStore):
         return await super().assign_replicas(assignments)
 
 
-async def _bronze_round_held(f: Fleet, store: GatedStore) -> str:
-    """A bronze workload whose round is now inside its (held) assignment."""
-    await f.customer("bulk", "bronze")
-    await f.customer("plat", "platinum")
-    response = await f.running.client.post(
-        "/v1/workloads:batch",
-        json={"items": [{"customer_id": "bulk", "type": "steps", "params": _steps(1)}]},
-    )
-    assert response.status_code == 200, response.text
-    bronze: str = response.json()["items"][0]["id"]
-    store.held.add(bronze)
-    f.running.runtime.scheduling.wake()
-    await eventually(lambda: store.waiting > 0, what="the bronze round held in its assignment")
-    return bronze
+@asynccontextmanager
+async def bronze_round_held(
+    directory: Path, slots: int
+) -> AsyncIterator[tuple[Fleet, GatedStore, str]]:
+    """A fleet of one worker with ``slots``, and a bronze workload whose round is now inside its
+    (held) assignment."""
+    store = GatedStore(str(directory / "gated.db"))
+    await store.open()
+    try:
+        async with fleet(
+            directory,
+            workers=1,
+            slots=slots,
+            tiers_toml=TIERS_TOML,
+            store=store,
+            schedule_interval_s=30,
+        ) as f:
+            await f.customer("bulk", "bronze")
+            await f.customer("plat", "platinum")
+            response = await f.running.client.post(
+                "/v1/workloads:batch",
+                json={"items": [{"customer_id": "bulk", "type": "steps", "params": _steps(1)}]},
+            )
+            assert response.status_code == 200, response.text
+            bronze: str = response.json()["items"][0]["id"]
+            store.held.add(bronze)
+            f.running.runtime.scheduling.wake()
+            await eventually(
+                lambda: store.waiting > 0, what="the bronze round held in its assignment"
+            )
+            yield f, store, bronze
+    finally:
+        await store.close()
 
 
 def _steps(steps: int) -> dict[str, Any]:
@@ -70,53 +90,27 @@ def _steps(steps: int) -> dict[str, Any]:
 async def test_a_platinum_arrival_runs_while_the_bronze_round_in_flight_is_held(
     tmp_path: Path,
 ) -> None:
-    store = GatedStore(str(tmp_path / "gated.db"))
-    await store.open()
-    try:
-        async with fleet(
-            tmp_path,
-            workers=1,
-            slots=2,
-            tiers_toml=TIERS_TOML,
-            store=store,
-            schedule_interval_s=30,
-        ) as f:
-            bronze = await _bronze_round_held(f, store)
-            platinum = await f.submit("plat", steps=1, step_s=0.02)
-            [done] = await f.finished([platinum], within=5)
-            assert done.state is ReplicaState.SUCCEEDED
-            assert (await f.replica(bronze)).state is ReplicaState.PENDING  # still held
-            store.gate.set()
-            [later] = await f.finished([bronze], within=5)
-            assert later.state is ReplicaState.SUCCEEDED
-    finally:
-        await store.close()
+    async with bronze_round_held(tmp_path, slots=2) as (f, store, bronze):
+        platinum = await f.submit("plat", steps=1, step_s=0.02)
+        [done] = await f.finished([platinum], within=5)
+        assert done.state is ReplicaState.SUCCEEDED
+        assert (await f.replica(bronze)).state is ReplicaState.PENDING  # still held
+        store.gate.set()
+        [later] = await f.finished([bronze], within=5)
+        assert later.state is ReplicaState.SUCCEEDED
 
 
 async def test_the_express_round_does_not_take_the_slot_the_held_round_placed_into(
     tmp_path: Path,
 ) -> None:
-    store = GatedStore(str(tmp_path / "gated.db"))
-    await store.open()
-    try:
-        async with fleet(
-            tmp_path,
-            workers=1,
-            slots=1,
-            tiers_toml=TIERS_TOML,
-            store=store,
-            schedule_interval_s=30,
-        ) as f:
-            bronze = await _bronze_round_held(f, store)
-            platinum = await f.submit("plat", steps=1, step_s=0.02)
-            await asyncio.sleep(0.5)  # the express round has long run: nothing was free
-            assert (await f.replica(platinum)).state is ReplicaState.PENDING
-            body = (await f.running.client.get(f"/v1/workloads/{platinum}")).json()
-            assert body["replicas"][0]["pending_reason"] == "no free capacity"
-            store.gate.set()
-            first, second = await f.finished([bronze, platinum], within=5)
-            assert (first.state, second.state) == (ReplicaState.SUCCEEDED,) * 2
-            assert first.finished_at is not None and second.started_at is not None
-            assert second.started_at >= first.finished_at  # one slot, one at a time
-    finally:
-        await store.close()
+    async with bronze_round_held(tmp_path, slots=1) as (f, store, bronze):
+        platinum = await f.submit("plat", steps=1, step_s=0.02)
+        await asyncio.sleep(0.5)  # the express round has long run: nothing was free
+        assert (await f.replica(platinum)).state is ReplicaState.PENDING
+        body = (await f.running.client.get(f"/v1/workloads/{platinum}")).json()
+        assert body["replicas"][0]["pending_reason"] == "no free capacity"
+        store.gate.set()
+        first, second = await f.finished([bronze, platinum], within=5)
+        assert (first.state, second.state) == (ReplicaState.SUCCEEDED,) * 2
+        assert first.finished_at is not None and second.started_at is not None
+        assert second.started_at >= first.finished_at  # one slot, one at a time
