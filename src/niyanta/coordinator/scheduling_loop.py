@@ -113,7 +113,8 @@ class SchedulingLoop:
         """As the last round saw it (``submitted()`` ranks an arrival with it, without I/O)."""
         self._in_round = False
         self._reading_up_to = math.inf
-        """The highest tier priority among the replicas the regular round in flight read."""
+        """The highest tier priority among the replicas the regular round in flight read (inf
+        until its read is in: an arrival then waits for it, no express round)."""
         self._express: asyncio.Task[None] | None = None
 
     def wake(self, at: float | None = None) -> None:
@@ -145,7 +146,7 @@ class SchedulingLoop:
                 self._wake.clear()
                 if stopper.stopped:
                     return
-                self._in_round, self._reading_up_to = True, -math.inf
+                self._in_round, self._reading_up_to = True, math.inf
                 try:
                     await self.round()
                 except Exception as exc:  # a store outage: log, pause, try again
