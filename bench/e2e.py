@@ -59,8 +59,8 @@ from niyanta.errors import Conflict  # noqa: E402
 from niyanta.model import Customer, WorkloadSpec, WorkloadType  # noqa: E402
 from niyanta.store.base import Assignment, CompleteReplica, MarkRunning, Store  # noqa: E402
 from niyanta.store.factory import open_store  # noqa: E402
+from store import pg_database  # noqa: E402  (bench/store.py, beside this file)
 
-PG_ADMIN = os.environ.get("NIYANTA_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 NATS_URL = os.environ.get("NIYANTA_BENCH_NATS_URL", "nats://127.0.0.1:4222")
 NOOP_MODULE = "examples.demo_jobs"
 NOOP_TYPE = "demo-noop"
@@ -105,24 +105,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@asynccontextmanager
-async def pg_database() -> AsyncIterator[str]:
-    name = f"niyanta_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 @asynccontextmanager

@@ -19,7 +19,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -187,29 +188,39 @@ async def commit_latency(url: str) -> dict[str, float]:
     return {"commit_p50_ms": p50, "commit_p99_ms": p99}
 
 
-async def bench_postgres() -> dict[str, float]:
-    name = f"niyanta_bench_{uuid.uuid4().hex[:8]}"
+@asynccontextmanager
+async def pg_database() -> AsyncIterator[str]:
+    """The URL of a fresh database on ``PG_ADMIN``'s server, dropped afterwards."""
+    name = f"niyanta_bench_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(PG_ADMIN)
     try:
-        fsync = await admin.fetchval("SHOW fsync")
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    base = PG_ADMIN.rsplit("/", 1)[0]
     try:
-        floor = await commit_latency(f"{base}/{name}")
-        store = await open_store(f"{base}/{name}")
-        try:
-            figures = await run(store, f"PostgreSQL (fsync={fsync})")
-            figures.update(floor)
-        finally:
-            await store.close()
+        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
     finally:
         admin = await asyncpg.connect(PG_ADMIN)
         try:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+async def bench_postgres() -> dict[str, float]:
+    async with pg_database() as url:
+        conn = await asyncpg.connect(url)
+        try:
+            fsync = await conn.fetchval("SHOW fsync")
+        finally:
+            await conn.close()
+        floor = await commit_latency(url)
+        store = await open_store(url)
+        try:
+            figures = await run(store, f"PostgreSQL (fsync={fsync})")
+            figures.update(floor)
+        finally:
+            await store.close()
     return figures
 
 

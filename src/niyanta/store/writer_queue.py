@@ -34,7 +34,7 @@ class WriterQueue:
             self._release()
 
     async def _acquire(self, urgent: bool) -> None:
-        if not self._busy and not self._urgent and not self._ordinary:
+        if not self._busy:  # a release hands the writer straight to a waiter, if any
             self._busy = True
             self._count(urgent)
             return
