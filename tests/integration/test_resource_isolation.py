@@ -5,6 +5,8 @@ neighbour's asyncio workload keeps its pace."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from pathlib import Path
 
@@ -76,16 +78,29 @@ async def test_memory_requests_are_accounted_in_placement(tmp_path: Path) -> Non
     ) as f:
         await f.customer("acme", "gold")
         ids = [await f.submit_type("acme", "ticker-64mb", {"ticks": 20}) for _ in range(3)]
-        most = 0
+        held: list[int] = []
+
+        async def sample_held() -> None:
+            # Sampled all through the run: a single poll could fall between one replica's
+            # finish and the next one's start and see none held.
+            while True:
+                held.append((await f.active_by_customer())["acme"])
+                await asyncio.sleep(0.02)
+
+        sampler = asyncio.create_task(sample_held())
 
         async def waiting_for_memory() -> bool:
-            nonlocal most
-            most = max(most, (await f.active_by_customer())["acme"])
             body = (await f.running.client.get(f"/v1/workloads/{ids[-1]}")).json()
             return body["replicas"][0]["pending_reason"] == "no free capacity for memory 64 MB"
 
-        await eventually(waiting_for_memory, within=10, what="the third waiting for memory")
-        done = await f.finished(ids, within=30)
+        try:
+            await eventually(waiting_for_memory, within=10, what="the third waiting for memory")
+            done = await f.finished(ids, within=30)
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+        most = max(held)
         assert [r.state for r in done] == [ReplicaState.SUCCEEDED] * 3
         assert most == 1  # 4 free slots, but only 100 MB: one 64 MB replica at a time
         started = sorted(r.started_at or 0 for r in done)
