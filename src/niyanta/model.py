@@ -67,6 +67,9 @@ class Tier:
     """Cores lower tiers may borrow only while nobody entitled waits for cpu."""
     guaranteed_memory_mb: int = 0
     """Memory (MB) lower tiers may borrow only while nobody entitled waits for memory."""
+    guarantee_linger_s: float = 0.0
+    """How long the guaranteed capacity the tier last used stays held for it after its replicas
+    end, so that its next arrival finds it free instead of reclaiming it by preemption."""
     concurrency_cap: int | None = None
     """Per-customer cap on running replicas; None is no cap."""
     may_preempt: bool = False
@@ -79,6 +82,7 @@ DEFAULT_TIERS: tuple[Tier, ...] = (
         400,
         weight=8.0,
         guaranteed_slots=4,
+        guarantee_linger_s=1.0,
         concurrency_cap=None,
         may_preempt=True,
         slo=SloTargets(queue_wait_p95_s=2.0, run_time_p95_s=600.0, error_rate=0.01),
@@ -88,6 +92,7 @@ DEFAULT_TIERS: tuple[Tier, ...] = (
         300,
         weight=4.0,
         guaranteed_slots=2,
+        guarantee_linger_s=0.5,
         concurrency_cap=200,
         may_preempt=True,
         slo=SloTargets(queue_wait_p95_s=10.0, run_time_p95_s=1200.0, error_rate=0.02),

@@ -171,12 +171,23 @@ async def test_default_tiers_seeded_and_tiers_upserted(store: Store) -> None:
 
 
 async def test_a_tiers_guaranteed_cpu_and_memory_round_trip(store: Store) -> None:
-    silver = Tier("silver", 200, guaranteed_slots=1, guaranteed_cpu=2.5, guaranteed_memory_mb=4096)
+    silver = Tier(
+        "silver",
+        200,
+        guaranteed_slots=1,
+        guaranteed_cpu=2.5,
+        guaranteed_memory_mb=4096,
+        guarantee_linger_s=0.75,
+    )
     await store.upsert_tier(silver)
     assert next(t for t in await store.list_tiers() if t.name == "silver") == silver
     await store.upsert_tier(Tier("silver", 200))
     reset = next(t for t in await store.list_tiers() if t.name == "silver")
-    assert (reset.guaranteed_cpu, reset.guaranteed_memory_mb) == (0.0, 0)
+    assert (reset.guaranteed_cpu, reset.guaranteed_memory_mb, reset.guarantee_linger_s) == (
+        0.0,
+        0,
+        0.0,
+    )
 
 
 async def test_customers(store: Store, clock: FakeClock) -> None:

@@ -54,19 +54,25 @@ async def test_tiers_come_from_the_file_and_bad_tier_or_customer_input_is_a_4xx(
             {"guaranteed_cpu": -0.5},
             {"guaranteed_memory_mb": -1},
             {"guaranteed_cpu": "x"},
+            {"guarantee_linger_s": -1},
+            {"guarantee_linger_s": 7200},
         ):
             assert _code(await api.put("/v1/tiers/gold", json={"priority": 1, **bad})) == (
                 422,
                 "invalid_input",
             )
-        guaranteed = {"priority": 250, "guaranteed_cpu": 1.5, "guaranteed_memory_mb": 2048}
+        guaranteed = {
+            "priority": 250,
+            "guaranteed_cpu": 1.5,
+            "guaranteed_memory_mb": 2048,
+            "guarantee_linger_s": 0.25,
+        }
+        fields = ("guaranteed_cpu", "guaranteed_memory_mb", "guarantee_linger_s")
         put = (await api.put("/v1/tiers/steel", json=guaranteed)).json()
-        assert (put["guaranteed_cpu"], put["guaranteed_memory_mb"]) == (1.5, 2048)
+        assert tuple(put[f] for f in fields) == (1.5, 2048, 0.25)
         listed = {t["name"]: t for t in (await api.get("/v1/tiers")).json()["items"]}
-        assert (listed["steel"]["guaranteed_cpu"], listed["steel"]["guaranteed_memory_mb"]) == (
-            1.5,
-            2048,
-        )
+        assert tuple(listed["steel"][f] for f in fields) == (1.5, 2048, 0.25)
+        assert tiers["platinum"]["guarantee_linger_s"] == 1.0
         assert _code(await api.put("/v1/tiers/a b", json={"priority": 1})) == (422, "invalid_input")
         assert _code(
             await api.put("/v1/tiers/gold", json={"priority": 1, "slo": {"error_rate": 2}})
@@ -303,6 +309,38 @@ async def test_platinum_preempts_bronze_which_resumes_from_its_checkpoint(
             "replica.succeeded",
         ]
         assert started.started_at is not None and requeued["at"] <= started.started_at
+
+
+async def test_a_slot_platinum_used_lingers_through_a_bronze_backlog_for_its_next_arrival(
+    tmp_path: Path,
+) -> None:
+    async with fleet(tmp_path, workers=1, slots=3) as f:
+        await f.customer("plat", "platinum")
+        await f.customer("bulk", "bronze")
+        backlog = await f.submit_many("bulk", 150, steps=1, step_s=0.1)
+
+        async def bronze_holds(slots: int) -> bool:
+            return (await f.active_by_customer())["bulk"] == slots
+
+        await eventually(lambda: bronze_holds(3), within=10, what="bronze fills the fleet")
+        first = await f.submit("plat", steps=1, step_s=0.05)
+        await f.finished([first], within=10)
+        # Bronze replicas end every ~33 ms and the backlog refills them; platinum's slot is not
+        # among them for its guarantee_linger_s (1 s).
+        await asyncio.sleep(0.3)
+        assert (await f.active_by_customer())["bulk"] == 2
+        second = await f.submit("plat", steps=1, step_s=0.05)
+        [placed] = await f.finished([second], within=10)
+        assert placed.state is ReplicaState.SUCCEEDED
+        yielded_for = [
+            e["data"]["for"]
+            for workload_id in backlog
+            for e in await f.events(workload_id)
+            if e["kind"] == "replica.preempting"
+        ]
+        assert f"{second}/0" not in yielded_for  # it found its slot free
+        await eventually(lambda: bronze_holds(3), within=5, what="bronze takes the slot back")
+        assert (await f.replica(backlog[-1])).state is ReplicaState.PENDING  # still backlogged
 
 
 async def test_placeable_work_behind_a_window_of_unplaceable_work_is_reached(

@@ -28,6 +28,7 @@ TIERS_TOML = """
 priority = 400
 weight = 8
 guaranteed_slots = 2
+guarantee_linger_s = 1.0
 may_preempt = true
 slo = { queue_wait_p95_s = 2.0 }
 
@@ -46,7 +47,8 @@ priority = 100
 weight = 1
 """
 """No caps, so that one bronze customer can fill the whole fleet; silver has guaranteed slots
-but may not preempt (it reclaims them only through its guarantee)."""
+but may not preempt (it reclaims them only through its guarantee); platinum's guaranteed slots
+linger as the shipped tier's do."""
 
 SUBMIT_CONCURRENCY = 8
 """Submits in flight at once: each is a write transaction, and more of them at a time only

@@ -27,6 +27,7 @@ from niyanta.scheduler import (
     WorkerView,
     schedule,
 )
+from niyanta.scheduler.types import TierUse
 
 TIERS = {t.name: t for t in DEFAULT_TIERS}
 NOW = 10_000.0
@@ -104,9 +105,18 @@ def run(
     tiers: Mapping[str, Tier] = TIERS,
     policy: ScoringPolicy = ScoringPolicy.SPREAD,
     aging_s: float = 300.0,
+    lingering: Mapping[str, TierUse] | None = None,
 ) -> SchedulerDecision:
     inp = SchedulerInput(
-        tuple(pend), tuple(workers), tuple(runs), tiers, customers or {}, NOW, policy, aging_s
+        tuple(pend),
+        tuple(workers),
+        tuple(runs),
+        tiers,
+        customers or {},
+        NOW,
+        policy,
+        aging_s,
+        lingering or {},
     )
     return schedule(inp)
 
@@ -483,6 +493,45 @@ def test_an_entitled_tier_reclaims_borrowed_slots_by_preemption() -> None:
     )
     assert len(decision.preemptions) == 1
     assert why(decision) == {"g/0": "preempting 1 lower-tier replica on worker w1"}
+
+
+def test_guaranteed_slots_a_tier_used_lately_stay_held_but_are_not_reclaimed() -> None:
+    # Gold used 2 of its guaranteed slots within its linger and runs 1 now: one free slot stays
+    # held against bronze; lingering alone preempts nobody, and asks for no more than the
+    # guarantee left unused.
+    gold_running = running("g1", on="w1", customer="g", tier="gold")
+    decision = run(
+        [pending("b", i, customer="b", tier="bronze") for i in range(3)],
+        [worker("w1", slots=4)],
+        [gold_running],
+        tiers=_guaranteed_tiers(),
+        lingering={"gold": TierUse(slots=2)},
+    )
+    assert len(decision.placements) == 2
+    assert decision.preemptions == ()
+    assert why(decision) == {"b/2": "free slots are held for gold's guaranteed capacity"}
+    assert decision.tier_use["gold"] == TierUse(slots=1)
+    assert decision.tier_use["bronze"] == TierUse(slots=2)
+
+    full = run(
+        [pending("b", customer="b", tier="bronze")],
+        [worker("w1", slots=2)],
+        [running("b1", on="w1", customer="b", tier="bronze"), gold_running],
+        tiers=_guaranteed_tiers(),
+        lingering={"gold": TierUse(slots=5)},
+    )
+    assert (full.placements, full.preemptions) == ((), ())
+
+
+def test_lingering_use_of_a_tier_is_no_hold_against_itself_or_higher_tiers() -> None:
+    tiers = {**_guaranteed_tiers(), "platinum": Tier("platinum", 400)}
+    decision = run(
+        [pending("g", tier="gold"), pending("p", customer="p", tier="platinum")],
+        [worker("w1", slots=2)],
+        tiers=tiers,
+        lingering={"gold": TierUse(slots=2)},
+    )
+    assert set(where(decision)) == {"g/0", "p/0"}
 
 
 def _resource_tiers(cpu: float = 0.0, memory_mb: int = 0) -> dict[str, Tier]:

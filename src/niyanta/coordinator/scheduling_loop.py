@@ -29,6 +29,7 @@ from niyanta.model import Event, Replica, ReplicaKey, Workload
 from niyanta.observability.metrics import CoordinatorMetrics, QueueKey
 from niyanta.observability.tracing import context_from_traceparent, tracer
 from niyanta.scheduler import schedule
+from niyanta.scheduler.linger import Lingering, lingering_use, observe_use
 from niyanta.scheduler.types import (
     PendingReplica,
     Preemption,
@@ -116,6 +117,8 @@ class SchedulingLoop:
         """The highest tier priority among the replicas the regular round in flight read (inf
         until its read is in: an arrival then waits for it, no express round)."""
         self._express: asyncio.Task[None] | None = None
+        self._lingering: dict[str, Lingering] = {}
+        """Per tier, the guaranteed capacity it used lately, as the rounds saw it."""
 
     def wake(self, at: float | None = None) -> None:
         """Run a round now, or at store time ``at`` (a retry's backoff ends)."""
@@ -322,17 +325,20 @@ class SchedulingLoop:
         claimed = self._claims.claimed()
         seen = {r.key for r in running_views}
         running_views += [r for r in self._claims.unseen_by(round_token) if r.key not in seen]
+        now = self._clock.now()
         scheduler_input = SchedulerInput(
             pending=tuple(p for p in pending_views if p.key not in claimed),
             workers=workers,
             running=tuple(running_views),
             tiers=tenancy.tiers,
             customers=tenancy.policies(),
-            now=self._clock.now(),
+            now=now,
+            lingering=lingering_use(self._lingering, now),
         )
         started = time.perf_counter()
         decision = schedule(scheduler_input)
         self._metrics.scheduler_round.observe(time.perf_counter() - started)
+        self._lingering = observe_use(self._lingering, decision.tier_use, tenancy.tiers, now)
         placed = {p.key: p.worker_id for p in decision.placements}
         self._claims.claim(
             RunningReplica(

@@ -11,6 +11,7 @@ the same values)::
     guaranteed_slots = 4
     guaranteed_cpu = 8          # cores
     guaranteed_memory_mb = 16384
+    guarantee_linger_s = 1.0    # seconds its last-used guaranteed capacity stays held
     may_preempt = true
     slo = { queue_wait_p95_s = 2.0, run_time_p95_s = 600, error_rate = 0.01 }
 

@@ -5,7 +5,9 @@ while the tier is below that guarantee and has replicas waiting for capacity tha
 lower tiers may not take the free capacity that would leave less free than the tier's shortfall
 (the guarantee left unused, at most what its waiting replicas ask for), and the waiting replicas
 may reclaim borrowed capacity by preemption even when their tier may not otherwise preempt.
-While nobody entitled waits, lower tiers borrow freely.
+While nobody entitled waits, lower tiers borrow freely. A tier with a ``guarantee_linger_s``
+also has the guaranteed capacity it used within that time held (``SchedulerInput.lingering``),
+so that its next replica finds it free; that capacity is never reclaimed by preemption.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 
 from niyanta.model import Resources, Tier
 from niyanta.scheduler import reasons
-from niyanta.scheduler.types import CustomerPolicy, RunningReplica
+from niyanta.scheduler.types import CustomerPolicy, RunningReplica, TierUse
 
 EPSILON = 1e-9
 """Slack for float sums of cpu and memory."""
@@ -79,9 +81,11 @@ class Quotas:
         tiers: Mapping[str, Tier],
         customers: Mapping[str, CustomerPolicy],
         running: Sequence[RunningReplica],
+        lingering: Mapping[str, TierUse] | None = None,
     ) -> None:
         self._tiers = tiers
         self._customers = customers
+        self._lingering = {name: use for name, use in (lingering or {}).items() if name in tiers}
         self.held: dict[str, int] = {}
         """Replicas each customer runs, counting this round's placements."""
         self.used: dict[str, Usage] = {}
@@ -135,21 +139,35 @@ class Quotas:
         if tier.guaranteed_slots > 0 or tier.guaranteed_cpu > 0 or tier.guaranteed_memory_mb > 0:
             self._usage(self._waiting, tier.name).add(resources)
 
+    def tier_use(self) -> dict[str, TierUse]:
+        return {name: TierUse(u.slots, u.cpu, u.memory) for name, u in self.used.items()}
+
     def hold_against(self, tier: Tier) -> Holds | None:
         """Capacity held for higher tiers' guarantees that ``tier`` may not take, if any."""
-        if not self._waiting:
+        if not self._waiting and not self._lingering:
             return None
         held = [0.0, 0.0, 0.0]
         top: list[Tier | None] = [None, None, None]
-        for name, waiting in self._waiting.items():
+        nothing = TierUse()
+        for name in sorted(self._waiting.keys() | self._lingering.keys()):
             entitled = self._tiers[name]
             if entitled.priority <= tier.priority:
                 continue
+            waiting = self._waiting.get(name, Usage())
+            recent = self._lingering.get(name, nothing)
             used = self.used.get(name, Usage())
+            # Held: what its waiting replicas need, or the part of what it used lately that it
+            # does not use now, whichever is more; never beyond the guarantee left unused.
             shortfalls = (
-                min(entitled.guaranteed_slots - used.slots, waiting.slots),
-                min(entitled.guaranteed_cpu - used.cpu, waiting.cpu),
-                min(entitled.guaranteed_memory_mb - used.memory, waiting.memory),
+                min(
+                    entitled.guaranteed_slots - used.slots,
+                    max(waiting.slots, recent.slots - used.slots),
+                ),
+                min(entitled.guaranteed_cpu - used.cpu, max(waiting.cpu, recent.cpu - used.cpu)),
+                min(
+                    entitled.guaranteed_memory_mb - used.memory,
+                    max(waiting.memory, recent.memory_mb - used.memory),
+                ),
             )
             for n, short in enumerate(shortfalls):
                 if short > EPSILON:

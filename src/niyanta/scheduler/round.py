@@ -44,7 +44,7 @@ class _Round:
             t.guaranteed_cpu > 0 or t.guaranteed_memory_mb > 0 for t in inp.tiers.values()
         )
         self.cluster = Cluster(inp.workers, inp.running, inp.policy, guarantees_resources)
-        self.quotas = Quotas(inp.tiers, inp.customers, inp.running)
+        self.quotas = Quotas(inp.tiers, inp.customers, inp.running, inp.lingering)
         self.placements: list[Placement] = []
         self.preemptions: list[Preemption] = []
         self.reasons: dict[ReplicaKey, str] = {}
@@ -83,7 +83,11 @@ class _Round:
             if r.key in self.reasons
         )
         return SchedulerDecision(
-            tuple(self.placements), tuple(self.preemptions), pending, frozenset(self.constrained)
+            tuple(self.placements),
+            tuple(self.preemptions),
+            pending,
+            frozenset(self.constrained),
+            self.quotas.tier_use(),
         )
 
     def _serve(self, band: Band) -> None:

@@ -70,6 +70,15 @@ class CustomerPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class TierUse:
+    """Capacity one tier holds: replicas (slots), and the cpu and memory they ask for."""
+
+    slots: int = 0
+    cpu: float = 0.0
+    memory_mb: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class SchedulerInput:
     pending: tuple[PendingReplica, ...]
     workers: tuple[WorkerView, ...]
@@ -80,6 +89,10 @@ class SchedulerInput:
     policy: ScoringPolicy = ScoringPolicy.SPREAD
     aging_s: float = 300.0
     """Every ``aging_s`` seconds of waiting lifts a replica one tier-step (anti-starvation)."""
+    lingering: Mapping[str, TierUse] = field(default_factory=dict)
+    """Per tier: the guaranteed capacity it used within its ``guarantee_linger_s``
+    (``linger.lingering_use``); held against lower tiers like capacity its waiting replicas
+    need, but never reclaimed by preemption."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,3 +126,5 @@ class SchedulerDecision:
     """Customers with a replica left pending by where it may run (affinity, anti-affinity,
     spread, a named worker), not for want of capacity: one further down their queue, which the
     round was not given, might have fit."""
+    tier_use: Mapping[str, TierUse] = field(default_factory=dict)
+    """What each tier holds once this round's placements start (``linger.observe_use``)."""

@@ -132,6 +132,7 @@ def tier_values(tier: Tier) -> tuple[object, ...]:
         dumps(asdict(tier.slo)),
         float(tier.guaranteed_cpu),
         tier.guaranteed_memory_mb,
+        float(tier.guarantee_linger_s),
     )
 
 
@@ -146,6 +147,7 @@ def tier_from_row(row: Row) -> Tier:
         slo=SloTargets(**loads(row["slo"])),
         guaranteed_cpu=row["guaranteed_cpu"],
         guaranteed_memory_mb=row["guaranteed_memory_mb"],
+        guarantee_linger_s=row["guarantee_linger_s"],
     )
 
 

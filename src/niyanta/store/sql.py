@@ -422,13 +422,14 @@ class SqlStore(ABC):
         async def body(tx: Tx) -> Tier:
             await tx.execute(
                 "INSERT INTO tiers (name, priority, weight, guaranteed_slots, concurrency_cap,"
-                " may_preempt, slo, guaranteed_cpu, guaranteed_memory_mb)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO"
+                " may_preempt, slo, guaranteed_cpu, guaranteed_memory_mb, guarantee_linger_s)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO"
                 " UPDATE SET priority = excluded.priority, weight = excluded.weight,"
                 " guaranteed_slots = excluded.guaranteed_slots,"
                 " concurrency_cap = excluded.concurrency_cap, may_preempt = excluded.may_preempt,"
                 " slo = excluded.slo, guaranteed_cpu = excluded.guaranteed_cpu,"
-                " guaranteed_memory_mb = excluded.guaranteed_memory_mb",
+                " guaranteed_memory_mb = excluded.guaranteed_memory_mb,"
+                " guarantee_linger_s = excluded.guarantee_linger_s",
                 *tier_values(tier),
             )
             return tier

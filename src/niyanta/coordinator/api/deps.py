@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from niyanta.coordinator.service import CoordinatorService
 
 
-def _service(request: Request) -> CoordinatorService:
+async def _service(request: Request) -> CoordinatorService:
+    # async: FastAPI runs a plain ``def`` dependency on its thread pool, a thread hop per request.
     service: CoordinatorService = request.app.state.service
     return service
 

@@ -128,6 +128,7 @@ class TierIn(Body):
     guaranteed_slots: int = Field(default=0, ge=0)
     guaranteed_cpu: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     guaranteed_memory_mb: int = Field(default=0, ge=0)
+    guarantee_linger_s: float = Field(default=0.0, ge=0, le=3600, allow_inf_nan=False)
     concurrency_cap: int | None = Field(default=None, ge=0)
     may_preempt: bool = False
     slo: SloBody = Field(default_factory=SloBody)
@@ -140,6 +141,7 @@ class TierIn(Body):
             guaranteed_slots=self.guaranteed_slots,
             guaranteed_cpu=self.guaranteed_cpu,
             guaranteed_memory_mb=self.guaranteed_memory_mb,
+            guarantee_linger_s=self.guarantee_linger_s,
             concurrency_cap=self.concurrency_cap,
             may_preempt=self.may_preempt,
             slo=SloTargets(**self.slo.model_dump()),
