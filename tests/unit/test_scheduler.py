@@ -495,9 +495,9 @@ def test_an_entitled_tier_reclaims_borrowed_slots_by_preemption() -> None:
     assert why(decision) == {"g/0": "preempting 1 lower-tier replica on worker w1"}
 
 
-def test_guaranteed_slots_a_tier_used_lately_stay_held_but_are_not_reclaimed() -> None:
-    # Gold used 2 of its guaranteed slots within its linger and runs 1 now: one free slot stays
-    # held against bronze; lingering alone preempts nobody, and asks for no more than the
+def test_guaranteed_slots_a_tier_needed_lately_stay_held_but_are_not_reclaimed() -> None:
+    # Gold needed 2 of its guaranteed slots within its linger and runs 1 now: one free slot
+    # stays held against bronze; lingering alone preempts nobody, and asks for no more than the
     # guarantee left unused.
     gold_running = running("g1", on="w1", customer="g", tier="gold")
     decision = run(
@@ -510,8 +510,8 @@ def test_guaranteed_slots_a_tier_used_lately_stay_held_but_are_not_reclaimed() -
     assert len(decision.placements) == 2
     assert decision.preemptions == ()
     assert why(decision) == {"b/2": "free slots are held for gold's guaranteed capacity"}
-    assert decision.tier_use["gold"] == TierUse(slots=1)
-    assert decision.tier_use["bronze"] == TierUse(slots=2)
+    assert decision.tier_demand["gold"] == TierUse(slots=1)
+    assert decision.tier_demand["bronze"] == TierUse(slots=2)
 
     full = run(
         [pending("b", customer="b", tier="bronze")],
@@ -521,6 +521,20 @@ def test_guaranteed_slots_a_tier_used_lately_stay_held_but_are_not_reclaimed() -
         lingering={"gold": TierUse(slots=5)},
     )
     assert (full.placements, full.preemptions) == ((), ())
+
+
+def test_a_tier_waiting_for_capacity_needs_what_it_runs_and_what_it_waits_for() -> None:
+    decision = run(
+        [pending("g2", customer="g", tier="gold")],
+        [worker("w1", slots=2)],
+        [
+            running("g1", on="w1", customer="g", tier="gold"),
+            running("b1", on="w1", customer="b", tier="bronze"),
+        ],
+        tiers=_guaranteed_tiers(),
+    )
+    assert len(decision.preemptions) == 1  # reclaiming its guarantee
+    assert decision.tier_demand["gold"] == TierUse(slots=2)
 
 
 def test_lingering_use_of_a_tier_is_no_hold_against_itself_or_higher_tiers() -> None:

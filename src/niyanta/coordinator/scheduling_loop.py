@@ -29,7 +29,7 @@ from niyanta.model import Event, Replica, ReplicaKey, Workload
 from niyanta.observability.metrics import CoordinatorMetrics, QueueKey
 from niyanta.observability.tracing import context_from_traceparent, tracer
 from niyanta.scheduler import schedule
-from niyanta.scheduler.linger import Lingering, lingering_use, observe_use
+from niyanta.scheduler.linger import Lingering, lingering_use, observe_demand
 from niyanta.scheduler.types import (
     PendingReplica,
     Preemption,
@@ -118,7 +118,7 @@ class SchedulingLoop:
         until its read is in: an arrival then waits for it, no express round)."""
         self._express: asyncio.Task[None] | None = None
         self._lingering: dict[str, Lingering] = {}
-        """Per tier, the guaranteed capacity it used lately, as the rounds saw it."""
+        """Per tier, the guaranteed capacity it needed lately, as the rounds saw it."""
 
     def wake(self, at: float | None = None) -> None:
         """Run a round now, or at store time ``at`` (a retry's backoff ends)."""
@@ -338,7 +338,7 @@ class SchedulingLoop:
         started = time.perf_counter()
         decision = schedule(scheduler_input)
         self._metrics.scheduler_round.observe(time.perf_counter() - started)
-        self._lingering = observe_use(self._lingering, decision.tier_use, tenancy.tiers, now)
+        self._lingering = observe_demand(self._lingering, decision.tier_demand, tenancy.tiers, now)
         placed = {p.key: p.worker_id for p in decision.placements}
         self._claims.claim(
             RunningReplica(

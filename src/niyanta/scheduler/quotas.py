@@ -6,7 +6,7 @@ lower tiers may not take the free capacity that would leave less free than the t
 (the guarantee left unused, at most what its waiting replicas ask for), and the waiting replicas
 may reclaim borrowed capacity by preemption even when their tier may not otherwise preempt.
 While nobody entitled waits, lower tiers borrow freely. A tier with a ``guarantee_linger_s``
-also has the guaranteed capacity it used within that time held (``SchedulerInput.lingering``),
+also has the guaranteed capacity it needed within that time held (``SchedulerInput.lingering``),
 so that its next replica finds it free; that capacity is never reclaimed by preemption.
 """
 
@@ -139,8 +139,17 @@ class Quotas:
         if tier.guaranteed_slots > 0 or tier.guaranteed_cpu > 0 or tier.guaranteed_memory_mb > 0:
             self._usage(self._waiting, tier.name).add(resources)
 
-    def tier_use(self) -> dict[str, TierUse]:
-        return {name: TierUse(u.slots, u.cpu, u.memory) for name, u in self.used.items()}
+    def tier_demand(self) -> dict[str, TierUse]:
+        """Per tier: what it runs, counting this round's placements, and what its replicas
+        left waiting for capacity ask."""
+        demand: dict[str, TierUse] = {}
+        nothing = Usage()
+        for name in self.used.keys() | self._waiting.keys():
+            used, waiting = self.used.get(name, nothing), self._waiting.get(name, nothing)
+            demand[name] = TierUse(
+                used.slots + waiting.slots, used.cpu + waiting.cpu, used.memory + waiting.memory
+            )
+        return demand
 
     def hold_against(self, tier: Tier) -> Holds | None:
         """Capacity held for higher tiers' guarantees that ``tier`` may not take, if any."""

@@ -87,7 +87,7 @@ class _Round:
             tuple(self.preemptions),
             pending,
             frozenset(self.constrained),
-            self.quotas.tier_use(),
+            self.quotas.tier_demand(),
         )
 
     def _serve(self, band: Band) -> None:

@@ -90,7 +90,7 @@ class SchedulerInput:
     aging_s: float = 300.0
     """Every ``aging_s`` seconds of waiting lifts a replica one tier-step (anti-starvation)."""
     lingering: Mapping[str, TierUse] = field(default_factory=dict)
-    """Per tier: the guaranteed capacity it used within its ``guarantee_linger_s``
+    """Per tier: the guaranteed capacity it needed within its ``guarantee_linger_s``
     (``linger.lingering_use``); held against lower tiers like capacity its waiting replicas
     need, but never reclaimed by preemption."""
 
@@ -126,5 +126,6 @@ class SchedulerDecision:
     """Customers with a replica left pending by where it may run (affinity, anti-affinity,
     spread, a named worker), not for want of capacity: one further down their queue, which the
     round was not given, might have fit."""
-    tier_use: Mapping[str, TierUse] = field(default_factory=dict)
-    """What each tier holds once this round's placements start (``linger.observe_use``)."""
+    tier_demand: Mapping[str, TierUse] = field(default_factory=dict)
+    """Per tier: what it holds once this round's placements start, plus what its replicas left
+    waiting for capacity ask (``linger.observe_demand``)."""
