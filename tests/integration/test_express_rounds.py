@@ -33,13 +33,28 @@ weight = 1
 
 
 class GatedStore(SqliteStore):
-    """Holds every assignment of ``held`` workloads until ``gate`` opens."""
+    """Holds every assignment of ``held`` workloads until ``gate`` opens; while
+    ``read_gate`` is set, also holds the next round's queue read once it has read ``held``
+    work, until that gate opens."""
 
     def __init__(self, path: str) -> None:
         super().__init__(path)
         self.gate = asyncio.Event()
         self.held: set[str] = set()
         self.waiting = 0
+        self.read_gate: asyncio.Event | None = None
+        self.reading = 0
+
+    async def pending_replicas(
+        self, limit: int = 100_000, per_customer: int | None = None
+    ) -> list[Replica]:
+        read = await super().pending_replicas(limit, per_customer)
+        gate = self.read_gate
+        if gate is not None and any(r.workload_id in self.held for r in read):
+            self.read_gate = None  # once: the rounds after it read freely
+            self.reading += 1
+            await gate.wait()
+        return read
 
     async def assign_replicas(self, assignments: Sequence[Assignment]) -> list[Replica]:
         if any(a.key.workload_id in self.held for a in assignments):
@@ -50,10 +65,10 @@ class GatedStore(SqliteStore):
 
 @asynccontextmanager
 async def bronze_round_held(
-    directory: Path, slots: int
+    directory: Path, slots: int, read_gate: asyncio.Event | None = None
 ) -> AsyncIterator[tuple[Fleet, GatedStore, str]]:
     """A fleet of one worker with ``slots``, and a bronze workload whose round is now inside its
-    (held) assignment."""
+    (held) assignment, or with ``read_gate``, inside its (held) queue read, having read it."""
     store = GatedStore(str(directory / "gated.db"))
     await store.open()
     try:
@@ -74,10 +89,14 @@ async def bronze_round_held(
             assert response.status_code == 200, response.text
             bronze: str = response.json()["items"][0]["id"]
             store.held.add(bronze)
+            store.read_gate = read_gate
             f.running.runtime.scheduling.wake()
-            await eventually(
-                lambda: store.waiting > 0, what="the bronze round held in its assignment"
-            )
+            if read_gate is None:
+                await eventually(
+                    lambda: store.waiting > 0, what="the bronze round held in its assignment"
+                )
+            else:
+                await eventually(lambda: store.reading > 0, what="the bronze round held reading")
             yield f, store, bronze
     finally:
         await store.close()
@@ -114,3 +133,22 @@ async def test_the_express_round_does_not_take_the_slot_the_held_round_placed_in
         assert (first.state, second.state) == (ReplicaState.SUCCEEDED,) * 2
         assert first.finished_at is not None and second.started_at is not None
         assert second.started_at >= first.finished_at  # one slot, one at a time
+
+
+async def test_a_platinum_arrival_during_the_bronze_rounds_read_runs_beside_that_round(
+    tmp_path: Path,
+) -> None:
+    # The round read its queues before the arrival committed, so they hold no platinum: the
+    # arrival is placed in an express round as soon as that read is in, while the bronze round
+    # itself stays held in its assignment.
+    read_gate = asyncio.Event()
+    async with bronze_round_held(tmp_path, slots=2, read_gate=read_gate) as (f, store, bronze):
+        platinum = await f.submit("plat", steps=1, step_s=0.02)
+        read_gate.set()
+        [done] = await f.finished([platinum], within=5)
+        assert done.state is ReplicaState.SUCCEEDED
+        assert store.waiting == 1  # the bronze round is in its held assignment
+        assert (await f.replica(bronze)).state is ReplicaState.PENDING
+        store.gate.set()
+        [later] = await f.finished([bronze], within=5)
+        assert later.state is ReplicaState.SUCCEEDED

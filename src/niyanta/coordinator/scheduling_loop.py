@@ -116,6 +116,9 @@ class SchedulingLoop:
         self._reading_up_to = math.inf
         """The highest tier priority among the replicas the regular round in flight read (inf
         until its read is in: an arrival then waits for it, no express round)."""
+        self._arrived_while_reading = -math.inf
+        """The highest tier priority submitted while the regular round in flight read (inf:
+        a customer the last round did not know)."""
         self._express: asyncio.Task[None] | None = None
         self._lingering: dict[str, Lingering] = {}
         """Per tier, the guaranteed capacity it needed lately, as the rounds saw it."""
@@ -132,13 +135,29 @@ class SchedulingLoop:
         """A workload of ``customer_id`` was submitted here: wake a round. When the round in
         flight read nothing of as high a tier, place it in an express round beside that one
         at once, rather than after it: under a flood of lower-tier work rounds run back to
-        back, and a platinum arrival would otherwise wait out the bronze round in flight."""
+        back, and a platinum arrival would otherwise wait out the bronze round in flight. An
+        arrival while that round still reads is decided when its read is in (``_read_in``)."""
         self.wake()
         if self._express is not None or not self._in_round:
             return
-        priority = self._tier_priority(customer_id)
-        if priority is not None and priority > self._reading_up_to:
-            self._express = asyncio.create_task(self._express_round(), name="scheduler:express")
+        known = self._tier_priority(customer_id)
+        # A customer the last round did not know may be of any tier: count it as the highest,
+        # as ``_top_priority`` does.
+        priority = math.inf if known is None else known
+        if self._reading_up_to == math.inf:
+            self._arrived_while_reading = max(self._arrived_while_reading, priority)
+        elif priority > self._reading_up_to:
+            self._start_express()
+
+    def _read_in(self, top: float) -> None:
+        """The regular round in flight read queues up to tier priority ``top``: an arrival of a
+        higher tier during its read is not among them (it would have raised ``top``)."""
+        self._reading_up_to = top
+        if self._arrived_while_reading > top and self._express is None:
+            self._start_express()
+
+    def _start_express(self) -> None:
+        self._express = asyncio.create_task(self._express_round(), name="scheduler:express")
 
     async def run(self, stopper: Stopper) -> None:
         """Rounds until ``stopper`` stops (then ``wake()`` to end a wait at once)."""
@@ -150,6 +169,7 @@ class SchedulingLoop:
                 if stopper.stopped:
                     return
                 self._in_round, self._reading_up_to = True, math.inf
+                self._arrived_while_reading = -math.inf
                 try:
                     await self.round()
                 except Exception as exc:  # a store outage: log, pause, try again
@@ -217,17 +237,15 @@ class SchedulingLoop:
         if not any(w.schedulable for w in workers):
             self.pending_reasons = dict.fromkeys((r.key for r in pending), NO_WORKERS)
             return 0
-        active = await self._store.active_replicas()
-        workloads = {
-            r.workload_id: await self._catalog.workload(r.workload_id) for r in (*pending, *active)
-        }
-        tenancy = await self._catalog.tenancy()
-        if any(w.customer_id not in tenancy.customers for w in workloads.values()):
-            self._catalog.invalidate_tenancy()  # a customer created since the last refresh
-            tenancy = await self._catalog.tenancy()
-        self._tenancy = tenancy
+        workloads = {r.workload_id: await self._catalog.workload(r.workload_id) for r in pending}
+        tenancy = await self._tenancy_of(workloads)
         if not express:
-            self._reading_up_to = self._top_priority(pending, workloads)
+            self._read_in(self._top_priority(pending, workloads))
+        active = await self._store.active_replicas()
+        for r in active:
+            if r.workload_id not in workloads:
+                workloads[r.workload_id] = await self._catalog.workload(r.workload_id)
+        tenancy = await self._tenancy_of(workloads)
         decision = await self._decide(token, pending, active, workloads, tenancy, workers)
         self.pending_reasons = {p.key: p.reason for p in decision.pending}
         widen = window < MAX_PENDING_PER_ROUND and constrained_cut_off(
@@ -250,6 +268,15 @@ class SchedulingLoop:
         for preemption in decision.preemptions:
             await self._preempt(preemption, active)
         return len(assigned)
+
+    async def _tenancy_of(self, workloads: dict[str, Workload]) -> Tenancy:
+        """Tiers and customers, fresh enough to know every customer of ``workloads``."""
+        tenancy = await self._catalog.tenancy()
+        if any(w.customer_id not in tenancy.customers for w in workloads.values()):
+            self._catalog.invalidate_tenancy()  # a customer created since the last refresh
+            tenancy = await self._catalog.tenancy()
+        self._tenancy = tenancy
+        return tenancy
 
     async def _observe_queue(self) -> None:
         """Queue depth and oldest pending age per customer and tier (all pending replicas, not
