@@ -165,7 +165,7 @@ class Quotas:
             waiting = self._waiting.get(name, Usage())
             recent = self._lingering.get(name, nothing)
             used = self.used.get(name, Usage())
-            # Held: what its waiting replicas need, or the part of what it used lately that it
+            # Held: what its waiting replicas need, or the part of what it needed lately that it
             # does not use now, whichever is more; never beyond the guarantee left unused.
             shortfalls = (
                 min(
