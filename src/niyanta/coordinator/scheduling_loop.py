@@ -13,6 +13,7 @@ import contextlib
 import math
 import time
 from collections import Counter
+from collections.abc import Iterable
 
 import structlog
 
@@ -238,14 +239,15 @@ class SchedulingLoop:
             self.pending_reasons = dict.fromkeys((r.key for r in pending), NO_WORKERS)
             return 0
         workloads = {r.workload_id: await self._catalog.workload(r.workload_id) for r in pending}
-        tenancy = await self._tenancy_of(workloads)
+        tenancy = await self._tenancy_of(workloads.values())
         if not express:
             self._read_in(self._top_priority(pending, workloads))
         active = await self._store.active_replicas()
-        for r in active:
-            if r.workload_id not in workloads:
-                workloads[r.workload_id] = await self._catalog.workload(r.workload_id)
-        tenancy = await self._tenancy_of(workloads)
+        running_only = {r.workload_id for r in active} - workloads.keys()
+        if running_only:
+            added = [await self._catalog.workload(i) for i in running_only]
+            workloads.update((w.id, w) for w in added)
+            tenancy = await self._tenancy_of(added)
         decision = await self._decide(token, pending, active, workloads, tenancy, workers)
         self.pending_reasons = {p.key: p.reason for p in decision.pending}
         widen = window < MAX_PENDING_PER_ROUND and constrained_cut_off(
@@ -269,10 +271,10 @@ class SchedulingLoop:
             await self._preempt(preemption, active)
         return len(assigned)
 
-    async def _tenancy_of(self, workloads: dict[str, Workload]) -> Tenancy:
+    async def _tenancy_of(self, workloads: Iterable[Workload]) -> Tenancy:
         """Tiers and customers, fresh enough to know every customer of ``workloads``."""
         tenancy = await self._catalog.tenancy()
-        if any(w.customer_id not in tenancy.customers for w in workloads.values()):
+        if any(w.customer_id not in tenancy.customers for w in workloads):
             self._catalog.invalidate_tenancy()  # a customer created since the last refresh
             tenancy = await self._catalog.tenancy()
         self._tenancy = tenancy

@@ -81,11 +81,11 @@ class Quotas:
         tiers: Mapping[str, Tier],
         customers: Mapping[str, CustomerPolicy],
         running: Sequence[RunningReplica],
-        lingering: Mapping[str, TierUse] | None = None,
+        lingering: Mapping[str, TierUse],
     ) -> None:
         self._tiers = tiers
         self._customers = customers
-        self._lingering = {name: use for name, use in (lingering or {}).items() if name in tiers}
+        self._lingering = {name: use for name, use in lingering.items() if name in tiers}
         self.held: dict[str, int] = {}
         """Replicas each customer runs, counting this round's placements."""
         self.used: dict[str, Usage] = {}
