@@ -9,7 +9,6 @@ the loop when it ends; a timer is the backstop for anything else (another coordi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections import Counter
@@ -163,9 +162,15 @@ class SchedulingLoop:
     async def run(self, stopper: Stopper) -> None:
         """Rounds until ``stopper`` stops (then ``wake()`` to end a wait at once)."""
         try:
+            loop = asyncio.get_running_loop()
             while not stopper.stopped:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._settings.schedule_interval_s)
+                # The timer is the backstop; a wake resumes this task in the next loop pass
+                # (``wait_for`` would take three: its inner task, its waiter, then this one).
+                backstop = loop.call_later(self._settings.schedule_interval_s, self._wake.set)
+                try:
+                    await self._wake.wait()
+                finally:
+                    backstop.cancel()
                 self._wake.clear()
                 if stopper.stopped:
                     return

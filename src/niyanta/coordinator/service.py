@@ -152,6 +152,8 @@ class CoordinatorService:
             if not result.created:
                 return result, await self.get_workload(result.workload.id)
             self._rt.workload_submitted(result.workload.customer_id)
+            # Let the woken round send its first read before this answer is built and sent.
+            await asyncio.sleep(0)
             return result, self._submitted(result)
 
     async def submit_many(

@@ -157,22 +157,25 @@ def _new_replica_values(
     return [(*replica_values(row), workload.priority) for row in rows]
 
 
-class _NewWorkloads:
+class NewWorkloads:
     """The rows of the workloads one submit transaction creates, written together at its end
-    (one statement per table rather than per workload)."""
+    (``SqlStore._write_new``: one statement per table rather than per workload)."""
 
     def __init__(self, now: float, actor: str) -> None:
         self.now = now
         self._actor = actor
-        self._workloads: list[tuple[object, ...]] = []
-        self._replicas: list[tuple[object, ...]] = []
-        self._events: list[tuple[object, ...]] = []
+        self.workloads: list[tuple[object, ...]] = []
+        """INSERT_WORKLOAD values of the workloads still to be inserted."""
+        self.replicas: list[tuple[object, ...]] = []
+        """INSERT_REPLICA values."""
+        self.events: list[tuple[object, ...]] = []
+        """INSERT_EVENT values."""
 
     def add(self, workload: Workload, values: tuple[object, ...] | None) -> None:
         """``values``: the workload's row when it is still to be inserted (None: it is)."""
         if values is not None:
-            self._workloads.append(values)
-        self._replicas += _new_replica_values(workload, range(workload.replicas), self.now)
+            self.workloads.append(values)
+        self.replicas += _new_replica_values(workload, range(workload.replicas), self.now)
         event = Event(
             id=0,
             kind="workload.submitted",
@@ -182,18 +185,7 @@ class _NewWorkloads:
             customer_id=workload.customer_id,
             data={"type": f"{workload.type_name}@{workload.type_version}"},
         )
-        self._events.append(event_values(event))
-
-    async def write(self, tx: Tx) -> None:
-        for sql, rows in (
-            (INSERT_WORKLOAD, self._workloads),
-            (INSERT_REPLICA, self._replicas),
-            (INSERT_EVENT, self._events),
-        ):
-            if len(rows) == 1:
-                await tx.execute(sql, *rows[0])  # asyncpg's executemany costs more for one row
-            elif rows:
-                await tx.executemany(sql, rows)
+        self.events.append(event_values(event))
 
 
 K = TypeVar("K")
@@ -305,11 +297,18 @@ class SqlStore(ABC):
 
     # --- what a dialect provides -------------------------------------------------------------
 
+    one_statement_submit = False
+    """``_write_new`` inserts a batch of one workload in one statement."""
+
     @abstractmethod
-    async def _run(self, body: Callable[[Tx], Awaitable[T]], urgent: bool = False) -> T:
+    async def _run(
+        self, body: Callable[[Tx], Awaitable[T]], urgent: bool = False, autocommit: bool = False
+    ) -> T:
         """Run ``body`` in one transaction (committed when it returns, rolled back if it raises).
         ``urgent``: a placement waits on it (a submit, a round's assignment); a dialect with one
-        writer serves it before ordinary writes (``writer_queue.py``)."""
+        writer serves it before ordinary writes (``writer_queue.py``). ``autocommit``: the body
+        reads, then writes with at most one statement, which is atomic alone; a dialect may run
+        it outside a transaction block (PostgreSQL: no BEGIN and COMMIT round trips)."""
 
     @abstractmethod
     async def _read(self, sql: str, *args: object) -> list[Row]:
@@ -343,6 +342,18 @@ class SqlStore(ABC):
             for sql in ROW_SQL[what]:
                 used = max(int(n) for n in re.findall(r"\$(\d+)", sql))
                 await tx.executemany(sql, [row[:used] for row in rows])
+
+    async def _write_new(self, tx: Tx, batch: NewWorkloads) -> None:
+        """Insert the rows of ``batch``: one statement per table (a dialect may do it in one)."""
+        for sql, rows in (
+            (INSERT_WORKLOAD, batch.workloads),
+            (INSERT_REPLICA, batch.replicas),
+            (INSERT_EVENT, batch.events),
+        ):
+            if len(rows) == 1:
+                await tx.execute(sql, *rows[0])  # asyncpg's executemany costs more for one row
+            elif rows:
+                await tx.executemany(sql, rows)
 
     # --- shared helpers ------------------------------------------------------------------------
 
@@ -627,7 +638,7 @@ class SqlStore(ABC):
         now = self._now()
 
         async def body(tx: Tx) -> list[SubmitResult | NiyantaError]:
-            batch = _NewWorkloads(now, actor)
+            batch = NewWorkloads(now, actor)
             customers: dict[str, Customer | NiyantaError] = {}
             types: dict[tuple[str, str | None], WorkloadType | NiyantaError] = {}
             results: list[SubmitResult | NiyantaError] = []
@@ -644,17 +655,20 @@ class SqlStore(ABC):
                     results.append(await self._submit_one(tx, batch, spec, check, customer, wtype))
                 except NiyantaError as refused:
                     results.append(refused)
-            await batch.write(tx)
+            await self._write_new(tx, batch)
             return results
 
         if not specs:
             return []
-        return await self._run(body, urgent=True)
+        # A keyed submit inserts its workload before the batch's insert (a second statement).
+        unkeyed = len(specs) == 1 and specs[0].idempotency_key is None
+        one_write = unkeyed and self.one_statement_submit
+        return await self._run(body, urgent=True, autocommit=one_write)
 
     async def _submit_one(
         self,
         tx: Tx,
-        batch: _NewWorkloads,
+        batch: NewWorkloads,
         spec: WorkloadSpec,
         check: tuple[str, str],
         customer: Customer,

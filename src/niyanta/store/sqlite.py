@@ -139,7 +139,11 @@ class SqliteStore(SqlStore):
         except (sqlite3.Error, StoreUnavailable):
             return False
 
-    async def _run(self, body: Callable[[Tx], Awaitable[T]], urgent: bool = False) -> T:
+    async def _run(
+        self, body: Callable[[Tx], Awaitable[T]], urgent: bool = False, autocommit: bool = False
+    ) -> T:
+        # ``autocommit`` is moot: the writer's turn is held either way, and BEGIN and COMMIT
+        # are calls on the database thread, not round trips to a server.
         conn = self._conn
         if conn is None:
             raise StoreUnavailable("the SQLite store is not open")

@@ -155,6 +155,10 @@ class ReplicaRun:
     async def _run(self) -> None:
         """The execute span (a child of the coordinator's dispatch) and the workload's log keys
         hold for everything this task and the tasks it creates do, workload code included."""
+        # This task is created while the Started reply is on its way out, and nats-py writes
+        # from a task of its own: yield once so the reply leaves before the workload runs (the
+        # coordinator records the start, and the next placement may wait on it, when it comes).
+        await asyncio.sleep(0)
         start = self._start
         with (
             bind_workload_context(
