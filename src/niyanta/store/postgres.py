@@ -17,10 +17,10 @@ import asyncpg
 
 from niyanta.clock import Clock
 from niyanta.errors import StoreUnavailable
-from niyanta.model import ReplicaKey
+from niyanta.model import Replica, ReplicaKey
 from niyanta.store import migrate
-from niyanta.store.base import LeaseRenewal, StoreLimits
-from niyanta.store.codec import REPLICA_COLUMNS, Row
+from niyanta.store.base import Assignment, LeaseRenewal, StoreLimits
+from niyanta.store.codec import REPLICA_COLUMNS, Row, replica_from_row
 from niyanta.store.sql import (
     INSERT_EVENT,
     INSERT_WORKLOAD,
@@ -143,6 +143,42 @@ def _insert_one_workload() -> str:
 
 
 _INSERT_ONE_WORKLOAD = _insert_one_workload()
+
+_ASSIGNMENT_COLUMNS = [
+    ("workload_id", "text"),
+    ("idx", "int"),
+    ("fence", "bigint"),
+    ("worker_id", "text"),
+    ("lease_expires_at", "float8"),
+]
+
+_ASSIGN = (
+    # ``changes.assign`` as one statement: pending -> scheduled where the fence is still the one
+    # the scheduler saw, with its transition, its event and its workload's derived state (a
+    # workload with a scheduled replica is running if another of its replicas is, else
+    # scheduled: ``workload_state``).
+    f"WITH a AS {rowset(_ASSIGNMENT_COLUMNS, 1)},"
+    " assigned AS (UPDATE replicas AS r SET state = 'scheduled', fence = r.fence + 1,"
+    " worker_id = a.worker_id, lease_expires_at = a.lease_expires_at,"
+    " previous_worker = coalesce(r.worker_id, r.previous_worker),"
+    " resumed_from_seq = r.checkpoint_seq,"
+    " progress = CASE WHEN r.checkpoint_seq = 0 THEN 0 ELSE r.progress END"
+    " FROM a WHERE r.workload_id = a.workload_id AND r.idx = a.idx AND r.fence = a.fence"
+    " AND r.state = 'pending' RETURNING r.*),"
+    " transitions_written AS (INSERT INTO transitions (workload_id, idx, from_state, to_state,"
+    " fence, at, actor, reason) SELECT workload_id, idx, 'pending', 'scheduled', fence, $2,"
+    " 'scheduler', 'placed on ' || worker_id FROM assigned),"
+    " events_written AS (INSERT INTO events (kind, at, actor, workload_id, idx, customer_id,"
+    " reason, data) SELECT 'replica.scheduled', $2, 'scheduler', workload_id, idx, customer_id,"
+    " 'placed on ' || worker_id, json_build_object('attempt', attempt, 'fence', fence,"
+    " 'from', 'pending')::text FROM assigned),"
+    " derived AS (SELECT t.workload_id, CASE WHEN EXISTS (SELECT 1 FROM replicas AS s"
+    " WHERE s.workload_id = t.workload_id AND s.state = 'running') THEN 'running'"
+    " ELSE 'scheduled' END AS state FROM (SELECT DISTINCT workload_id FROM assigned) AS t),"
+    " workloads_written AS (UPDATE workloads AS w SET state = d.state, updated_at = $2"
+    " FROM derived AS d WHERE w.id = d.workload_id AND w.state <> d.state)"
+    " SELECT * FROM assigned"
+)
 
 _RENEW = (
     "UPDATE replicas AS r SET lease_expires_at = $1"
@@ -267,6 +303,26 @@ class PostgresStore(SqlStore):
             else:
                 args.append(json.dumps(rows))
         await tx.execute(f"WITH {', '.join(clauses)} SELECT 1", *args)
+
+    async def assign_replicas(self, assignments: Sequence[Assignment]) -> list[Replica]:
+        """One statement outside a transaction block (``_ASSIGN``), where the shared path takes
+        four round trips (BEGIN, lock, write, COMMIT): a placement's start waits on it."""
+        if not assignments:
+            return []
+        now = self._now()
+        rows = json.dumps(
+            [
+                (a.key.workload_id, a.key.index, a.expected_fence, a.worker_id, now + a.lease_ttl_s)
+                for a in assignments
+            ]
+        )
+
+        async def body(tx: Tx) -> list[Replica]:
+            written = (replica_from_row(r).replica for r in await tx.fetch(_ASSIGN, rows, now))
+            by_key = {r.key: r for r in written}
+            return [by_key[a.key] for a in assignments if a.key in by_key]
+
+        return await self._run(body, urgent=True, autocommit=True)
 
     async def _write_new(self, tx: Tx, batch: NewWorkloads) -> None:
         """A single workload (a submit through ``POST /v1/workloads``): one statement, and with
