@@ -46,9 +46,9 @@ class GatedStore(SqliteStore):
         self.reading = 0
 
     async def pending_replicas(
-        self, limit: int = 100_000, per_customer: int | None = None
+        self, limit: int = 100_000, per_customer: int | None = None, requeue_due: bool = True
     ) -> list[Replica]:
-        read = await super().pending_replicas(limit, per_customer)
+        read = await super().pending_replicas(limit, per_customer, requeue_due)
         gate = self.read_gate
         if gate is not None and any(r.workload_id in self.held for r in read):
             self.read_gate = None  # once: the rounds after it read freely

@@ -9,6 +9,7 @@ the loop when it ends; a timer is the backstop for anything else (another coordi
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import time
 from collections import Counter
@@ -58,6 +59,9 @@ PREEMPTING_EVENT = "replica.preempting"
 """Recorded on a victim when the scheduler asks it to yield for a higher tier."""
 ERROR_PAUSE_S = 0.5
 QUEUE_GAUGES_EVERY_S = 1.0
+REQUEUE_SWEEP_S = 1.0
+"""At most this long between looks for retrying replicas whose backoff ended that this
+coordinator did not record itself (``SchedulingLoop._requeue_due``)."""
 
 
 def per_customer_window(workers: tuple[WorkerView, ...]) -> int:
@@ -122,12 +126,16 @@ class SchedulingLoop:
         self._express: asyncio.Task[None] | None = None
         self._lingering: dict[str, Lingering] = {}
         """Per tier, the guaranteed capacity it needed lately, as the rounds saw it."""
+        self._backoffs: list[float] = []
+        """A heap of the store times at which retries this coordinator recorded end."""
+        self._requeue_sweep_at = -math.inf
 
     def wake(self, at: float | None = None) -> None:
         """Run a round now, or at store time ``at`` (a retry's backoff ends)."""
         if at is None:
             self._wake.set()
             return
+        heapq.heappush(self._backoffs, at)
         delay = max(0.0, at - self._clock.now())
         asyncio.get_running_loop().call_later(delay, self._wake.set)
 
@@ -236,7 +244,9 @@ class SchedulingLoop:
             self._endpoint.connected_workers(), self._settings.lease_ttl_s
         )
         window = min(MAX_PENDING_PER_ROUND, per_customer_window(workers) * self._widening)
-        pending = await self._store.pending_replicas(MAX_PENDING_PER_ROUND, per_customer=window)
+        pending = await self._store.pending_replicas(
+            MAX_PENDING_PER_ROUND, per_customer=window, requeue_due=self._requeue_due()
+        )
         if not pending:
             self.pending_reasons = {}
             return 0
@@ -275,6 +285,20 @@ class SchedulingLoop:
         for preemption in decision.preemptions:
             await self._preempt(preemption, active)
         return len(assigned)
+
+    def _requeue_due(self) -> bool:
+        """Whether this round should move retrying replicas whose backoff is over to pending:
+        when one this coordinator recorded is due, and at least every ``REQUEUE_SWEEP_S`` for
+        those it did not (recorded before it led). Looking costs a round trip, which a round
+        woken by a submit would otherwise wait for every time."""
+        now = self._clock.now()
+        due = bool(self._backoffs) and self._backoffs[0] <= now
+        if not due and now < self._requeue_sweep_at:
+            return False
+        while self._backoffs and self._backoffs[0] <= now:
+            heapq.heappop(self._backoffs)
+        self._requeue_sweep_at = now + REQUEUE_SWEEP_S
+        return True
 
     async def _tenancy_of(self, workloads: Iterable[Workload]) -> Tenancy:
         """Tiers and customers, fresh enough to know every customer of ``workloads``."""

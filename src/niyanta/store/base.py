@@ -271,10 +271,11 @@ class Store(Protocol):
     async def list_replicas(self, workload_id: str) -> list[Replica]: ...
 
     async def pending_replicas(
-        self, limit: int = 100_000, per_customer: int | None = None
+        self, limit: int = 100_000, per_customer: int | None = None, requeue_due: bool = True
     ) -> list[Replica]:
-        """Pending replicas whose ``not_before`` has passed (retrying ones whose backoff has
-        elapsed are moved to pending first, in the same transaction), oldest first.
+        """Pending replicas whose ``not_before`` has passed, oldest first. ``requeue_due``:
+        retrying ones whose backoff has elapsed are moved to pending first (a read to look for
+        them, one transaction if there are any); a caller that knows none is due skips it.
         ``per_customer``: at most that many of each customer, the first in the customer's own
         queue order (workload priority, highest first, then oldest)."""
         ...

@@ -777,10 +777,10 @@ class SqlStore(ABC):
         return await self._run(body)
 
     async def pending_replicas(
-        self, limit: int = 100_000, per_customer: int | None = None
+        self, limit: int = 100_000, per_customer: int | None = None, requeue_due: bool = True
     ) -> list[Replica]:
         now = self._now()
-        if await self._read(
+        if requeue_due and await self._read(
             "SELECT 1 FROM replicas WHERE state = 'retrying' AND not_before <= $1 LIMIT 1", now
         ):
             await self._requeue_backoff_over(now)
