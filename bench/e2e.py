@@ -286,9 +286,9 @@ async def measure_throughput(cluster: Cluster, count: int, batch: bool) -> float
     return rate
 
 
-async def measure_latency(cluster: Cluster, seconds: float) -> tuple[float, float]:
-    """Submit->start p50/p99 (ms) at a steady ``LATENCY_RATE`` workloads/s."""
-    total = int(seconds * LATENCY_RATE)
+async def submit_steadily(cluster: Cluster, total: int) -> dict[str, float]:
+    """``total`` single submits at ``LATENCY_RATE``/s: workload id -> the wall time just before
+    its request was sent."""
     sent: dict[str, float] = {}
     async with httpx.AsyncClient(base_url=cluster.url, timeout=30) as http:
         await submit_one(http)  # warm the connection and the type cache
@@ -303,6 +303,13 @@ async def measure_latency(cluster: Cluster, seconds: float) -> tuple[float, floa
             await asyncio.sleep(max(0.0, start + i / LATENCY_RATE - time.monotonic()))
             tasks.append(asyncio.create_task(one()))
         await asyncio.gather(*tasks)
+    return sent
+
+
+async def measure_latency(cluster: Cluster, seconds: float) -> tuple[float, float]:
+    """Submit->start p50/p99 (ms) at a steady ``LATENCY_RATE`` workloads/s."""
+    total = int(seconds * LATENCY_RATE)
+    sent = await submit_steadily(cluster, total)
     latencies: list[float] = []
     deadline = time.monotonic() + 60
     for workload_id, at in sent.items():

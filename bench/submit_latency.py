@@ -30,7 +30,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e import LATENCY_RATE, Cluster, run_cluster, stacks, submit_one
+from e2e import LATENCY_RATE, run_cluster, stacks, submit_steadily
 
 STEPS = ("workload.submitted", "replica.scheduled", "replica.running", "started_at")
 BASELINE_SAMPLES = 300
@@ -43,28 +43,6 @@ def _quantiles(values: list[float]) -> dict[str, float]:
         "p90": round(values[int(len(values) * 0.9)], 2),
         "p99": round(values[min(len(values) - 1, int(len(values) * 0.99))], 2),
     }
-
-
-async def _submit_at_rate(cluster: Cluster, count: int) -> dict[str, float]:
-    """Workload id -> wall time just before its request was sent."""
-    sent: dict[str, float] = {}
-    async with httpx.AsyncClient(base_url=cluster.url, timeout=30) as http:
-        for _ in range(5):  # warm the connection, the caches and the first rounds
-            await submit_one(http)
-        await asyncio.sleep(1.0)
-
-        async def one() -> None:
-            at = time.time()
-            sent[await submit_one(http)] = at
-
-        tasks = []
-        start = time.monotonic()
-        for i in range(count):
-            await asyncio.sleep(max(0.0, start + i / LATENCY_RATE - time.monotonic()))
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
-    await asyncio.sleep(1.0)  # time for the last ones to start
-    return sent
 
 
 async def _log(
@@ -134,7 +112,8 @@ async def main() -> None:
         async with stacks(workdir) as (pg_nats, sqlite_ws):
             stack = pg_nats if args.stack == "pg_nats" else sqlite_ws
             async with run_cluster(stack, workdir / stack.name) as cluster:
-                sent = await _submit_at_rate(cluster, args.count)
+                sent = await submit_steadily(cluster, args.count)
+                await asyncio.sleep(1.0)  # time for the last ones to start
                 events, starts = await _log(stack.store_url, list(sent))
                 health = await _health_p50_ms(cluster.url)
             commit = await _pg_commit_p50_ms(stack.store_url) if stack is pg_nats else None
