@@ -703,6 +703,40 @@ async def test_retry_backoff_returns_to_pending(store: Store, clock: FakeClock) 
     assert (await store.get_workload(r.key.workload_id)).state is S.PENDING
 
 
+async def test_a_backoff_over_is_requeued_only_when_the_read_asks_for_it(
+    store: Store, clock: FakeClock
+) -> None:
+    r = await running(store)
+    error = ErrorInfo(ErrorClass.TRANSIENT, "flaky")
+    await write(store, FailReplica(r.key, r.fence, error, retry_at=clock.now() + 30))
+    clock.advance(31)
+    assert await store.pending_replicas(requeue_due=False) == []
+    assert (await store.get_replica(r.key)).state is S.RETRYING
+    [pending] = await store.pending_replicas(requeue_due=True)
+    assert (pending.key, pending.state, pending.attempt) == (r.key, S.PENDING, 2)
+
+
+async def test_assignment_records_its_transition_and_derives_the_workload_state(
+    store: Store,
+) -> None:
+    wid = await submit(store, replicas=2)
+    first, second = ReplicaKey(wid, 0), ReplicaKey(wid, 1)
+    placed = await assign(store, first, worker="w1", ttl=10)
+    assert (placed.state, placed.fence, placed.worker_id) == (S.SCHEDULED, 1, "w1")
+    assert (await store.get_workload(wid)).state is S.SCHEDULED
+    [event] = [
+        e
+        for e in await store.list_events(EventQuery(workload_id=wid))
+        if e.kind == "replica.scheduled"
+    ]
+    assert (event.index, event.reason, event.actor) == (0, "placed on w1", "scheduler")
+    assert (event.data["fence"], event.data["from"]) == (1, "pending")
+    await write(store, MarkRunning(first, placed.fence, "w1"))
+    await assign(store, second, worker="w2")
+    # One replica running and one scheduled: the workload runs.
+    assert (await store.get_workload(wid)).state is S.RUNNING
+
+
 async def test_pending_per_customer_takes_each_customer_s_head_of_queue(
     store: Store, clock: FakeClock
 ) -> None:
