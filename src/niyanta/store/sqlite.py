@@ -1,10 +1,10 @@
 """SQLite backend: the embedded default (``sqlite:///path/to/niyanta.db``).
 
 One connection in WAL mode for transactions, taken in turn (``WriterQueue``: submits and
-assignments first) and opened with
-``BEGIN IMMEDIATE`` (which also orders writers from other processes, with a busy timeout), and a
-second, read-only one for single-statement reads: WAL lets it read the last commit while a write
-is in progress, so a scheduling round's reads wait for no checkpoint batch's fsync.
+assignments first), each run whole on that connection's own thread from ``BEGIN IMMEDIATE``
+(which also orders writers from other processes, with a busy timeout) to ``COMMIT``; and a
+second, read-only one (aiosqlite) for single-statement reads: WAL lets it read the last commit
+while a write is in progress, so a scheduling round's reads wait for no checkpoint batch's fsync.
 ``synchronous=FULL``: in WAL mode every commit syncs the log, so a write the coordinator has
 acknowledged (a checkpoint, a completion) survives a power loss, not only a process crash. The
 fsync this costs per commit is what group commit (``apply_writes``) amortises.
@@ -16,7 +16,9 @@ import asyncio
 import json
 import re
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import TypeVar
 
@@ -45,49 +47,83 @@ def _to_sqlite(sql: str) -> str:
 _BUSY_TIMEOUT_S = 10.0
 
 
-async def _use_wal(conn: aiosqlite.Connection) -> None:
+def _use_wal(conn: sqlite3.Connection) -> None:
     """``PRAGMA journal_mode=WAL``, tried again while another opener of a new file is switching
     it: SQLite answers that opener "database is locked" at once, without waiting out the busy
     timeout (seen with 4 stores opening one new file together, about 1 open in 25)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + _BUSY_TIMEOUT_S
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
     pause = 0.005
     while True:
         try:
-            await conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or loop.time() >= deadline:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
                 raise
-        await asyncio.sleep(pause)
+        time.sleep(pause)
         pause = min(pause * 2, 0.1)
 
 
-async def _rollback(conn: aiosqlite.Connection) -> None:
-    """End the open transaction, if any (none is open when a cancelled COMMIT went through)."""
-    try:
-        await conn.execute("ROLLBACK")
-    except sqlite3.OperationalError as exc:
-        if "no transaction is active" not in str(exc):
-            raise
+class _WriterTx:
+    """The open transaction, on the writer's thread: each statement runs at once, so a body
+    awaiting only these never suspends."""
 
-
-class SqliteTx:
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
     async def fetch(self, sql: str, *args: object) -> list[Row]:
-        return list(await self._conn.execute_fetchall(_to_sqlite(sql), args))
+        return self._conn.execute(_to_sqlite(sql), args).fetchall()
 
     async def fetchrow(self, sql: str, *args: object) -> Row | None:
         rows = await self.fetch(sql, *args)
         return rows[0] if rows else None
 
     async def execute(self, sql: str, *args: object) -> None:
-        await self._conn.execute(_to_sqlite(sql), args)
+        self._conn.execute(_to_sqlite(sql), args)
 
     async def executemany(self, sql: str, args: Sequence[Sequence[object]]) -> None:
-        await self._conn.executemany(_to_sqlite(sql), args)
+        self._conn.executemany(_to_sqlite(sql), args)
+
+
+def _transaction(conn: sqlite3.Connection, body: Callable[[Tx], Awaitable[T]]) -> T:
+    """``body`` from BEGIN to COMMIT on the writer's thread, in one hop from the event loop.
+
+    Statement by statement, each a hop to the database thread and back through the event loop,
+    a transaction held SQLite's one writer for as many loop passes as it had statements, and
+    under a flood a pass is long. ``body`` is a coroutine function only to share its code with
+    PostgreSQL's driver; here it is driven to its end without a loop."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        steps = body(_WriterTx(conn)).__await__()
+        try:
+            next(steps)
+        except StopIteration as finished:
+            result: T = finished.value
+        else:
+            steps.close()
+            raise RuntimeError("a SQLite transaction body awaited more than its statements")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _connect_writer(path: str, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.row_factory = sqlite3.Row
+        # The busy timeout first: switching a new file to WAL takes a lock that another
+        # process opening the same file at the same moment holds too.
+        conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
+        _use_wal(conn)
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 class SqliteStore(SqlStore):
@@ -115,21 +151,20 @@ class SqliteStore(SqlStore):
         super().__init__(clock, limits)
         self.path = path
         self._synchronous = synchronous
-        self._conn: aiosqlite.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
+        # The writer connection's own thread: a transaction runs there from BEGIN to COMMIT.
+        self._writer_thread: ThreadPoolExecutor | None = None
         self._reader: aiosqlite.Connection | None = None
         self._writer = WriterQueue()
 
     async def open(self) -> None:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        self._conn = conn
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._writer_thread = thread
         try:
-            conn.row_factory = sqlite3.Row
-            # The busy timeout first: switching a new file to WAL takes a lock that another
-            # process opening the same file at the same moment holds too.
-            await conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
-            await _use_wal(conn)
-            await conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            await conn.execute("PRAGMA foreign_keys=ON")
+            loop = asyncio.get_running_loop()
+            self._conn = await loop.run_in_executor(
+                thread, _connect_writer, self.path, self._synchronous
+            )
             await self.migrate()
             reader = await aiosqlite.connect(self.path, isolation_level=None)
             self._reader = reader
@@ -141,10 +176,14 @@ class SqliteStore(SqlStore):
             raise
 
     async def close(self) -> None:
-        for conn in (self._reader, self._conn):
+        if self._reader is not None:
+            await self._reader.close()
+        conn, thread = self._conn, self._writer_thread
+        self._reader = self._conn = self._writer_thread = None
+        if thread is not None:
             if conn is not None:
-                await conn.close()
-        self._reader = self._conn = None
+                await asyncio.get_running_loop().run_in_executor(thread, conn.close)
+            thread.shutdown(wait=False)
 
     async def migrate(self) -> int:
         now = self._now()
@@ -169,23 +208,15 @@ class SqliteStore(SqlStore):
     ) -> T:
         # ``autocommit`` is moot: the writer's turn is held either way, and BEGIN and COMMIT
         # are calls on the database thread, not round trips to a server.
-        conn = self._conn
-        if conn is None:
+        conn, thread = self._conn, self._writer_thread
+        if conn is None or thread is None:
             raise StoreUnavailable("the SQLite store is not open")
         async with self._writer.turn(urgent):
-            try:
-                await conn.execute("BEGIN IMMEDIATE")
-                result = await body(SqliteTx(conn))
-                await conn.execute("COMMIT")
-            except BaseException:
-                # Failed or cancelled anywhere, BEGIN and COMMIT included. A cancelled await does
-                # not stop its statement: aiosqlite runs it on the connection's thread anyway.
-                # The ROLLBACK is queued behind it on that thread (so it ends whatever is open,
-                # or finds nothing open after a COMMIT that went through) and is shielded, so a
-                # second cancellation cannot skip it.
-                await asyncio.shield(_rollback(conn))
-                raise
-            return result
+            # Cancelled, the transaction still runs to its COMMIT or ROLLBACK on the thread, and
+            # the next one queues behind it there.
+            return await asyncio.get_running_loop().run_in_executor(
+                thread, _transaction, conn, body
+            )
 
     async def _read(self, sql: str, *args: object) -> list[Row]:
         if self._reader is None:
