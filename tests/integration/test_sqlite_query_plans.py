@@ -55,9 +55,9 @@ async def test_rounds_heartbeats_and_writes_read_only_the_work_in_flight(tmp_pat
         await store.submit_workloads(specs, "test")
 
         statements: list[str] = []
-        assert store._reader is not None and store._conn is not None
-        await store._reader.set_trace_callback(statements.append)
-        store._conn.set_trace_callback(statements.append)
+        for conn in (store._reader, store._conn):
+            assert conn is not None
+            await conn.run(sqlite3.Connection.set_trace_callback, statements.append)
 
         pending = await store.pending_replicas(100, per_customer=24, requeue_due=True)
         assigned = await store.assign_replicas(

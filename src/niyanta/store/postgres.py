@@ -280,6 +280,10 @@ class PostgresStore(SqlStore):
                 raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
         raise AssertionError("unreachable")
 
+    async def _snapshot(self, body: Callable[[Tx], Awaitable[T]]) -> T:
+        # PostgreSQL's readers wait for no writer: a transaction like any other.
+        return await self._run(body)
+
     async def _read(self, sql: str, *args: object) -> list[Row]:
         if self._pool is None:
             raise StoreUnavailable("the PostgreSQL store is not open")

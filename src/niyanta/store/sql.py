@@ -314,6 +314,12 @@ class SqlStore(ABC):
         it outside a transaction block (PostgreSQL: no BEGIN and COMMIT round trips)."""
 
     @abstractmethod
+    async def _snapshot(self, body: Callable[[Tx], Awaitable[T]]) -> T:
+        """Run a ``body`` that only reads on one consistent snapshot, off the writer: on a
+        dialect with one writer (SQLite) a read of the API or the catalog waits for no
+        checkpoint batch's commit."""
+
+    @abstractmethod
     async def _read(self, sql: str, *args: object) -> list[Row]:
         """One read-only statement outside any transaction of ours: it sees every commit made
         before it started and waits for no writer (the scheduler's reads every round, and the
@@ -457,7 +463,7 @@ class SqlStore(ABC):
             rows = await tx.fetch("SELECT * FROM tiers ORDER BY priority DESC, name")
             return [tier_from_row(r) for r in rows]
 
-        return await self._run(body)
+        return await self._snapshot(body)
 
     async def _require_tier(self, tx: Tx, name: str) -> None:
         if await tx.fetchrow("SELECT name FROM tiers WHERE name = $1", name) is None:
@@ -492,7 +498,7 @@ class SqlStore(ABC):
         async def body(tx: Tx) -> Customer:
             return await self._customer(tx, customer_id)
 
-        return await self._run(body)
+        return await self._snapshot(body)
 
     async def _customer(self, tx: Tx, customer_id: str, lock: bool = False) -> Customer:
         row = await tx.fetchrow(
@@ -540,7 +546,7 @@ class SqlStore(ABC):
                 customer_from_row(r) for r in await tx.fetch("SELECT * FROM customers ORDER BY id")
             ]
 
-        return await self._run(body)
+        return await self._snapshot(body)
 
     # --- workload types ------------------------------------------------------------------------
 
@@ -579,14 +585,14 @@ class SqlStore(ABC):
         async def body(tx: Tx) -> WorkloadType:
             return await self._type(tx, name, version)
 
-        return await self._run(body)
+        return await self._snapshot(body)
 
     async def list_types(self) -> list[WorkloadType]:
         async def body(tx: Tx) -> list[WorkloadType]:
             rows = await tx.fetch("SELECT * FROM workload_types ORDER BY name, seq")
             return [decode_type(r["spec"], r["created_at"]) for r in rows]
 
-        return await self._run(body)
+        return await self._snapshot(body)
 
     # --- workloads -----------------------------------------------------------------------------
 
@@ -728,7 +734,7 @@ class SqlStore(ABC):
         async def body(tx: Tx) -> Workload:
             return await self._workload(tx, workload_id)
 
-        return await self._run(body)
+        return await self._snapshot(body)
 
     async def list_workloads(self, query: WorkloadFilter) -> Page:
         conditions: list[str] = []
@@ -759,7 +765,7 @@ class SqlStore(ABC):
             more = len(rows) > limit
             return Page(items, str(rows[limit - 1]["seq"]) if more else None)
 
-        return await self._run(body)
+        return await self._snapshot(body)
 
     async def get_replica(self, key: ReplicaKey) -> Replica:
         rows = await self._read(
@@ -777,7 +783,7 @@ class SqlStore(ABC):
             )
             return [replica_from_row(r).replica for r in rows]
 
-        return await self._run(body)
+        return await self._snapshot(body)
 
     async def pending_replicas(
         self, limit: int = 100_000, per_customer: int | None = None, requeue_due: bool = True
@@ -1167,7 +1173,7 @@ class SqlStore(ABC):
         async def body(tx: Tx) -> list[Event]:
             return [event_from_row(r) for r in await tx.fetch(sql, *args)]
 
-        return await self._run(body)
+        return await self._snapshot(body)
 
     async def list_transitions(self, workload_id: str) -> list[Transition]:
         async def body(tx: Tx) -> list[Transition]:
@@ -1176,7 +1182,7 @@ class SqlStore(ABC):
             )
             return [transition_from_row(r) for r in rows]
 
-        return await self._run(body)
+        return await self._snapshot(body)
 
     # --- autoscaling ---------------------------------------------------------------------------
 
@@ -1217,7 +1223,7 @@ class SqlStore(ABC):
                 raise NotFound(f"no autoscaling policy for {customer_id}/{type_name}")
             return policy_from_row(row)
 
-        return await self._run(body)
+        return await self._snapshot(body)
 
     async def list_autoscale_policies(self) -> list[AutoscalePolicy]:
         async def body(tx: Tx) -> list[AutoscalePolicy]:
@@ -1226,7 +1232,7 @@ class SqlStore(ABC):
             )
             return [policy_from_row(r) for r in rows]
 
-        return await self._run(body)
+        return await self._snapshot(body)
 
     async def delete_autoscale_policy(self, customer_id: str, type_name: str) -> None:
         async def body(tx: Tx) -> None:
@@ -1292,7 +1298,7 @@ class SqlStore(ABC):
                 return None
             return LeaderLease(row["name"], row["holder"], row["term"], row["expires_at"])
 
-        return await self._run(body)
+        return await self._snapshot(body)
 
     async def heartbeat_coordinator(self, info: CoordinatorInfo) -> None:
         seen = info.last_seen or self._now()
@@ -1314,7 +1320,7 @@ class SqlStore(ABC):
             rows = await tx.fetch("SELECT * FROM coordinators ORDER BY id")
             return [CoordinatorInfo(r["id"], r["url"], r["last_seen"]) for r in rows]
 
-        return await self._run(body)
+        return await self._snapshot(body)
 
 
 def _transition_values(t: Transition) -> tuple[object, ...]:

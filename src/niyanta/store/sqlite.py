@@ -1,13 +1,18 @@
 """SQLite backend: the embedded default (``sqlite:///path/to/niyanta.db``).
 
-One connection in WAL mode for transactions, taken in turn (``WriterQueue``: submits and
-assignments first), each run whole on that connection's own thread from ``BEGIN IMMEDIATE``
-(which also orders writers from other processes, with a busy timeout) to ``COMMIT``; and a
-second, read-only one (aiosqlite) for single-statement reads: WAL lets it read the last commit
-while a write is in progress, so a scheduling round's reads wait for no checkpoint batch's fsync.
-``synchronous=FULL``: in WAL mode every commit syncs the log, so a write the coordinator has
-acknowledged (a checkpoint, a completion) survives a power loss, not only a process crash. The
-fsync this costs per commit is what group commit (``apply_writes``) amortises.
+Two connections, each used by one thread of its own, to which a whole call goes in one hop from
+the event loop. The writer runs transactions in WAL mode, taken in turn (``WriterQueue``:
+submits and assignments first), from ``BEGIN IMMEDIATE`` (which also orders writers from other
+processes, with a busy timeout) to ``COMMIT``. The second, read-only connection serves single
+statements and read-only transactions (``_snapshot``): WAL lets it read the last commit while a
+write is in progress, so a scheduling round's reads and the API's wait for no checkpoint
+batch's fsync. ``synchronous=FULL``: in WAL mode every commit syncs the log, so a write the
+coordinator has acknowledged (a checkpoint, a completion) survives a power loss, not only a
+process crash. The fsync this costs per commit is what group commit (``apply_writes``)
+amortises.
+
+Not aiosqlite: it sends each statement to its thread on its own, and a transaction of five
+statements held the one writer for five passes of a busy event loop.
 """
 
 from __future__ import annotations
@@ -19,10 +24,8 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import TypeVar
-
-import aiosqlite
 
 from niyanta.clock import Clock
 from niyanta.errors import StoreUnavailable
@@ -64,15 +67,42 @@ def _use_wal(conn: sqlite3.Connection) -> None:
         pause = min(pause * 2, 0.1)
 
 
-class _WriterTx:
-    """The open transaction, on the writer's thread: each statement runs at once, so a body
-    awaiting only these never suspends."""
+def _connect(path: str, *pragmas: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.row_factory = sqlite3.Row
+        # The busy timeout first: switching a new file to WAL takes a lock that another
+        # process opening the same file at the same moment holds too.
+        conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
+        for pragma in pragmas:
+            conn.execute(f"PRAGMA {pragma}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _connect_writer(path: str, synchronous: str) -> sqlite3.Connection:
+    conn = _connect(path)
+    try:
+        _use_wal(conn)
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class _ThreadTx:
+    """The open transaction, on its connection's thread: each statement runs at once, so a
+    body awaiting only these never suspends."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
     async def fetch(self, sql: str, *args: object) -> list[Row]:
-        return self._conn.execute(_to_sqlite(sql), args).fetchall()
+        return _fetch(self._conn, sql, args)
 
     async def fetchrow(self, sql: str, *args: object) -> Row | None:
         rows = await self.fetch(sql, *args)
@@ -85,16 +115,17 @@ class _WriterTx:
         self._conn.executemany(_to_sqlite(sql), args)
 
 
-def _transaction(conn: sqlite3.Connection, body: Callable[[Tx], Awaitable[T]]) -> T:
-    """``body`` from BEGIN to COMMIT on the writer's thread, in one hop from the event loop.
+def _fetch(conn: sqlite3.Connection, sql: str, args: Sequence[object]) -> list[Row]:
+    return conn.execute(_to_sqlite(sql), args).fetchall()
 
-    Statement by statement, each a hop to the database thread and back through the event loop,
-    a transaction held SQLite's one writer for as many loop passes as it had statements, and
-    under a flood a pass is long. ``body`` is a coroutine function only to share its code with
-    PostgreSQL's driver; here it is driven to its end without a loop."""
-    conn.execute("BEGIN IMMEDIATE")
+
+def _transaction(conn: sqlite3.Connection, body: Callable[[Tx], Awaitable[T]], begin: str) -> T:
+    """``body`` from ``begin`` to COMMIT on the connection's thread. ``body`` is a coroutine
+    function only to share its code with PostgreSQL's driver; here it is driven to its end
+    without a loop."""
+    conn.execute(begin)
     try:
-        steps = body(_WriterTx(conn)).__await__()
+        steps = body(_ThreadTx(conn)).__await__()
         try:
             next(steps)
         except StopIteration as finished:
@@ -110,20 +141,31 @@ def _transaction(conn: sqlite3.Connection, body: Callable[[Tx], Awaitable[T]]) -
     return result
 
 
-def _connect_writer(path: str, synchronous: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        conn.row_factory = sqlite3.Row
-        # The busy timeout first: switching a new file to WAL takes a lock that another
-        # process opening the same file at the same moment holds too.
-        conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
-        _use_wal(conn)
-        conn.execute(f"PRAGMA synchronous={synchronous}")
-        conn.execute("PRAGMA foreign_keys=ON")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+class _ThreadConnection:
+    """A connection and the one thread that uses it: a call runs there whole, and calls run in
+    the order made (a cancelled caller's call still runs, before the next one)."""
+
+    def __init__(self, name: str) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._conn: sqlite3.Connection | None = None
+
+    async def open(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._conn = await self._call(connect)
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(connection, *args)`` on the connection's thread."""
+        if self._conn is None:
+            raise StoreUnavailable("the SQLite store is not open")
+        return await self._call(fn, self._conn, *args)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._call(conn.close)
+        self._thread.shutdown(wait=False)
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
 
 class SqliteStore(SqlStore):
@@ -151,39 +193,26 @@ class SqliteStore(SqlStore):
         super().__init__(clock, limits)
         self.path = path
         self._synchronous = synchronous
-        self._conn: sqlite3.Connection | None = None
-        # The writer connection's own thread: a transaction runs there from BEGIN to COMMIT.
-        self._writer_thread: ThreadPoolExecutor | None = None
-        self._reader: aiosqlite.Connection | None = None
+        self._conn: _ThreadConnection | None = None
+        self._reader: _ThreadConnection | None = None
         self._writer = WriterQueue()
 
     async def open(self) -> None:
-        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
-        self._writer_thread = thread
+        conn = self._conn = _ThreadConnection("sqlite-writer")
+        reader = self._reader = _ThreadConnection("sqlite-reader")
         try:
-            loop = asyncio.get_running_loop()
-            self._conn = await loop.run_in_executor(
-                thread, _connect_writer, self.path, self._synchronous
-            )
+            await conn.open(partial(_connect_writer, self.path, self._synchronous))
             await self.migrate()
-            reader = await aiosqlite.connect(self.path, isolation_level=None)
-            self._reader = reader
-            reader.row_factory = sqlite3.Row
-            await reader.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
-            await reader.execute("PRAGMA query_only=ON")
+            await reader.open(partial(_connect, self.path, "query_only=ON"))
         except BaseException:
             await self.close()  # else each connection's thread outlives the failed open
             raise
 
     async def close(self) -> None:
-        if self._reader is not None:
-            await self._reader.close()
-        conn, thread = self._conn, self._writer_thread
-        self._reader = self._conn = self._writer_thread = None
-        if thread is not None:
+        for conn in (self._reader, self._conn):
             if conn is not None:
-                await asyncio.get_running_loop().run_in_executor(thread, conn.close)
-            thread.shutdown(wait=False)
+                await conn.close()
+        self._reader = self._conn = None
 
     async def migrate(self) -> int:
         now = self._now()
@@ -208,20 +237,25 @@ class SqliteStore(SqlStore):
     ) -> T:
         # ``autocommit`` is moot: the writer's turn is held either way, and BEGIN and COMMIT
         # are calls on the database thread, not round trips to a server.
-        conn, thread = self._conn, self._writer_thread
-        if conn is None or thread is None:
+        conn = self._conn
+        if conn is None:
             raise StoreUnavailable("the SQLite store is not open")
         async with self._writer.turn(urgent):
             # Cancelled, the transaction still runs to its COMMIT or ROLLBACK on the thread, and
             # the next one queues behind it there.
-            return await asyncio.get_running_loop().run_in_executor(
-                thread, _transaction, conn, body
-            )
+            return await conn.run(_transaction, body, "BEGIN IMMEDIATE")
+
+    async def _snapshot(self, body: Callable[[Tx], Awaitable[T]]) -> T:
+        # A deferred transaction on the read-only connection: WAL gives it the last commit as
+        # one snapshot, whatever the writer commits meanwhile.
+        if self._reader is None:
+            raise StoreUnavailable("the SQLite store is not open")
+        return await self._reader.run(_transaction, body, "BEGIN")
 
     async def _read(self, sql: str, *args: object) -> list[Row]:
         if self._reader is None:
             raise StoreUnavailable("the SQLite store is not open")
-        return list(await self._reader.execute_fetchall(_to_sqlite(sql), args))
+        return await self._reader.run(_fetch, sql, args)
 
     def _json_field_equals(self, column: str, key_param: int, value_param: int) -> str:
         return f"json_extract({column}, '$.\"' || ${key_param} || '\"') = ${value_param}"
