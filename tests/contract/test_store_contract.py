@@ -240,6 +240,17 @@ async def test_submit_creates_pending_replicas_and_an_event(store: Store) -> Non
     assert [e.kind for e in events] == ["workload.submitted"]
 
 
+async def test_a_submit_resolves_its_type_version_and_names_what_is_unknown(store: Store) -> None:
+    await store.register_type(WorkloadType(TYPE, version="2"))
+    newest = await store.submit_workload(WorkloadSpec(CUSTOMER, TYPE), "test")
+    pinned = await store.submit_workload(WorkloadSpec(CUSTOMER, TYPE, type_version="1"), "test")
+    assert (newest.workload.type_version, pinned.workload.type_version) == ("2", "1")
+    with pytest.raises(UnknownWorkloadType, match=f"{TYPE}@9"):
+        await store.submit_workload(WorkloadSpec(CUSTOMER, TYPE, type_version="9"), "test")
+    with pytest.raises(UnknownCustomer):  # the customer is named first when both are unknown
+        await store.submit_workload(WorkloadSpec("nobody", "nothing"), "test")
+
+
 async def test_bad_input_raises_typed_errors(store: Store) -> None:
     with pytest.raises(UnknownCustomer):
         await store.submit_workload(WorkloadSpec("nobody", TYPE), "test")
