@@ -14,6 +14,7 @@ import sys
 import tempfile
 import textwrap
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -831,6 +832,15 @@ async def test_events_since_a_time(store: Store, clock: FakeClock) -> None:
     await store.append_event(Event(0, "slo.alert", 0.0, "slo-watch", data={"n": "new"}))
     recent = await store.list_events(EventQuery(kind_prefix="slo.", since=later))
     assert [e.data["n"] for e in recent] == ["new"]
+
+
+async def test_events_without_their_data(store: Store) -> None:
+    await submit(store)
+    await store.append_event(Event(0, "slo.alert", 0.0, "slo-watch", data={"n": "x"}))
+    whole = await store.list_events(EventQuery())
+    bare = await store.list_events(EventQuery(with_data=False))
+    assert [e.data for e in bare] == [{}, {}]
+    assert [replace(e, data={}) for e in whole] == bare
 
 
 async def test_autoscale_policies(store: Store) -> None:

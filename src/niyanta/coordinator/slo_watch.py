@@ -100,7 +100,8 @@ class SloWatch:
         # Attempts finishing in the window may have started up to a window earlier; after a
         # recovery this reads them back, later only what is new since the cursor.
         since = now - 2 * self._window.window_s
-        async for event in self._events(EventQuery(after_id=self._cursor, since=since)):
+        query = EventQuery(after_id=self._cursor, since=since, with_data=False)
+        async for event in self._events(query):
             self._fold(event)
         while self._samples and now - self._samples[0].finished_at > self._window.window_s:
             self._samples.popleft()

@@ -197,6 +197,9 @@ class EventQuery:
     """Only events at or after this time (the SLO watch reads back its window)."""
     limit: int = 100
     extra: Mapping[str, str] = field(default_factory=dict)
+    with_data: bool = True
+    """False: each event's ``data`` comes back empty. A reader that needs only kinds, times and
+    keys (the SLO watch folds every event of the log) skips decoding it, most of the cost."""
 
 
 @runtime_checkable

@@ -272,7 +272,13 @@ def replica_from_row(row: Row) -> ReplicaRow:
     )
 
 
-def event_from_row(row: Row) -> Event:
+EVENT_COLUMNS_BUT_DATA = (
+    "id, kind, at, actor, workload_id, idx, customer_id, correlation_id, reason"
+)
+
+
+def event_from_row(row: Row, with_data: bool = True) -> Event:
+    """An event from its row (``EVENT_COLUMNS_BUT_DATA`` alone when not ``with_data``)."""
     return Event(
         id=row["id"],
         kind=row["kind"],
@@ -283,7 +289,7 @@ def event_from_row(row: Row) -> Event:
         customer_id=row["customer_id"],
         correlation_id=row["correlation_id"],
         reason=row["reason"],
-        data=loads(row["data"]),
+        data=loads(row["data"]) if with_data else {},
     )
 
 

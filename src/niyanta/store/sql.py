@@ -70,6 +70,7 @@ from niyanta.store.base import (
 )
 from niyanta.store.changes import Change
 from niyanta.store.codec import (
+    EVENT_COLUMNS_BUT_DATA,
     REPLICA_COLUMNS,
     ReplicaRow,
     Row,
@@ -1186,14 +1187,13 @@ class SqlStore(ABC):
             args += [key, value]
             conditions.append(self._json_field_equals("data", len(args) - 1, len(args)))
         args.append(max(1, min(query.limit, 10_000)))
-        sql = (
-            f"SELECT * FROM events WHERE {' AND '.join(conditions)} ORDER BY id LIMIT ${len(args)}"
+        columns = "*" if query.with_data else EVENT_COLUMNS_BUT_DATA
+        rows = await self._read(
+            f"SELECT {columns} FROM events WHERE {' AND '.join(conditions)}"
+            f" ORDER BY id LIMIT ${len(args)}",
+            *args,
         )
-
-        async def body(tx: Tx) -> list[Event]:
-            return [event_from_row(r) for r in await tx.fetch(sql, *args)]
-
-        return await self._snapshot(body)
+        return [event_from_row(r, query.with_data) for r in rows]
 
     async def list_transitions(self, workload_id: str) -> list[Transition]:
         async def body(tx: Tx) -> list[Transition]:
