@@ -28,6 +28,7 @@ from niyanta.coordinator.slo_watch import SloWatch
 from niyanta.coordinator.stopper import Stopper
 from niyanta.coordinator.worker_commands import WorkerCommands
 from niyanta.coordinator.worker_registry import WorkerRegistry
+from niyanta.gc_tuning import freeze_startup_heap
 from niyanta.observability.metrics import DEFAULT_POOL, CoordinatorMetrics, WorkerSample
 from niyanta.slo.evaluator import SloWindow
 from niyanta.store.base import Store
@@ -140,6 +141,7 @@ class CoordinatorRuntime:
         self._leading = Stopper()
 
     async def start(self) -> None:
+        freeze_startup_heap()
         self.endpoint.on_message(self.handlers.handle)
         self.endpoint.on_disconnect(self._on_disconnect)
         await self.leader.tick()

@@ -37,6 +37,7 @@ from niyanta.broker.messages import (
 )
 from niyanta.clock import Clock, SystemClock
 from niyanta.errors import BrokerError, MessageRefused, NiyantaError
+from niyanta.gc_tuning import freeze_startup_heap
 from niyanta.model import ReplicaKey
 from niyanta.observability.tracing import message_context
 from niyanta.worker.circuit_breaker import BreakerBoard
@@ -104,6 +105,7 @@ class Worker:
 
     async def run(self) -> None:
         """Connect and work until drained or closed."""
+        freeze_startup_heap()
         self._loop = asyncio.get_running_loop()
         if self.health is not None:
             await self.health.start()
