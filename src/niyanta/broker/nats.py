@@ -192,6 +192,9 @@ class NatsEndpoint(EndpointHandlers):
         self.retry_interval = retry_interval
         self._client: Client | None = None
         self._last_seen: dict[str, float] = {}
+        self._cut_off = False
+        """From losing NATS until its reconnection callback has given every worker a fresh
+        window: the client reports itself connected before that callback runs."""
         self._channels: dict[str, Channel] = {}
         self._authorized: set[str] = set()
         self._seen = SeenIds()
@@ -305,6 +308,7 @@ class NatsEndpoint(EndpointHandlers):
     async def _on_nats_lost(self) -> None:
         if self._client is None:
             return  # stop() closed it
+        self._cut_off = True
         log.warning("broker: coordinator lost NATS; reconnecting")
 
     async def _on_nats_back(self) -> None:
@@ -313,6 +317,7 @@ class NatsEndpoint(EndpointHandlers):
         now = time.monotonic()
         for worker_id in self._last_seen:
             self._last_seen[worker_id] = now
+        self._cut_off = False
 
     async def _on_presence(self, msg: Msg) -> None:
         worker_id = msg.subject.rsplit(".", 1)[-1]
@@ -329,7 +334,7 @@ class NatsEndpoint(EndpointHandlers):
     async def _watch_silence(self) -> None:
         while True:
             await asyncio.sleep(self.liveness_window / 5)
-            if not self.client.is_connected:
+            if self._cut_off or not self.client.is_connected:
                 continue
             cutoff = time.monotonic() - self.liveness_window
             for worker_id in [w for w, seen in self._last_seen.items() if seen < cutoff]:
