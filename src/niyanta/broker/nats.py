@@ -218,6 +218,7 @@ class NatsEndpoint(EndpointHandlers):
         await client.subscribe(self.subjects.presence_all, cb=self._on_presence)
         await client.subscribe(self.subjects.leave_all, cb=self._on_leave)
         await client.flush()
+        self._cut_off = False  # a stop while cut off must not mute the next start's watch
         self._monitor = asyncio.create_task(self._watch_silence(), name="broker:nats:liveness")
 
     async def stop(self) -> None:
