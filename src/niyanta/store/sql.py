@@ -316,8 +316,9 @@ class SqlStore(ABC):
         """Run ``body`` in one transaction (committed when it returns, rolled back if it raises).
         ``urgent``: a placement waits on it (a submit, a round's assignment); a dialect with one
         writer serves it before ordinary writes (``writer_queue.py``). ``autocommit``: the body
-        reads, then writes with at most one statement, which is atomic alone; a dialect may run
-        it outside a transaction block (PostgreSQL: no BEGIN and COMMIT round trips)."""
+        reads, then writes with at most one statement, which is atomic alone (or only reads);
+        a dialect may run it outside a transaction block (PostgreSQL: no BEGIN and COMMIT round
+        trips)."""
 
     @abstractmethod
     async def _snapshot(self, body: Callable[[Tx], Awaitable[T]]) -> T:
