@@ -766,6 +766,50 @@ async def test_pending_per_customer_takes_each_customer_s_head_of_queue(
     assert [r.workload_id for r in window] == [old[0], urgent, theirs]  # still oldest first
 
 
+async def test_placement_view_is_the_pending_window_and_the_work_in_flight(
+    store: Store, clock: FakeClock
+) -> None:
+    await store.create_customer(Customer("other", "bronze"))
+    first = await running(store)
+    clock.advance(1)
+    old = []
+    for _ in range(3):
+        old.append(await submit(store))
+        clock.advance(1)
+    urgent = await submit(store, priority=5)
+    clock.advance(1)
+    theirs = (await store.submit_workload(WorkloadSpec("other", TYPE), "test")).workload.id
+    placed = await assign(store, ReplicaKey(theirs, 0), worker="w2")
+
+    view = await store.placement_view(100, per_customer=2)
+    assert [r.workload_id for r in view.pending] == [old[0], urgent]
+    assert view.pending == await store.pending_replicas(100, per_customer=2)
+    assert [(r.key, r.state) for r in view.active] == sorted(
+        [(first.key, S.RUNNING), (placed.key, S.SCHEDULED)]
+    )
+    assert view.active == await store.active_replicas()
+    assert (await store.placement_view(1, per_customer=2)).pending == view.pending[:1]
+
+
+async def test_placement_view_reads_nothing_in_flight_when_nothing_is_pending(
+    store: Store,
+) -> None:
+    await running(store)
+    view = await store.placement_view(100, per_customer=16)
+    assert (view.pending, view.active) == ([], [])
+
+
+async def test_placement_view_requeues_retries_whose_backoff_is_over(
+    store: Store, clock: FakeClock
+) -> None:
+    r = await running(store)
+    retrying = await store.fail_stalled(r.key, r.fence, "no checkpoint")
+    clock.advance(retrying.not_before - clock.now() + 1)
+    assert (await store.placement_view(100, 16, requeue_due=False)).pending == []
+    [back] = (await store.placement_view(100, 16, requeue_due=True)).pending
+    assert (back.key, back.state, back.attempt) == (r.key, S.PENDING, 2)
+
+
 async def test_queue_depths_count_every_pending_replica_per_customer(
     store: Store, clock: FakeClock
 ) -> None:

@@ -17,7 +17,7 @@ from tests.integration.tier_fleet import Fleet, fleet
 
 from niyanta.model import Replica
 from niyanta.states import ReplicaState
-from niyanta.store.base import Assignment
+from niyanta.store.base import Assignment, PlacementView
 from niyanta.store.sqlite import SqliteStore
 
 TIERS_TOML = """
@@ -45,12 +45,12 @@ class GatedStore(SqliteStore):
         self.read_gate: asyncio.Event | None = None
         self.reading = 0
 
-    async def pending_replicas(
-        self, limit: int = 100_000, per_customer: int | None = None, requeue_due: bool = True
-    ) -> list[Replica]:
-        read = await super().pending_replicas(limit, per_customer, requeue_due)
+    async def placement_view(
+        self, limit: int, per_customer: int, requeue_due: bool = True
+    ) -> PlacementView:
+        read = await super().placement_view(limit, per_customer, requeue_due)
         gate = self.read_gate
-        if gate is not None and any(r.workload_id in self.held for r in read):
+        if gate is not None and any(r.workload_id in self.held for r in read.pending):
             self.read_gate = None  # once: the rounds after it read freely
             self.reading += 1
             await gate.wait()

@@ -64,8 +64,9 @@ async def test_rounds_heartbeats_and_writes_read_only_the_work_in_flight(tmp_pat
             [Assignment(r.key, "w1", 10.0, r.fence) for r in pending[:4]]
         )
         assert len(assigned) == 4
-        active = await store.active_replicas()
-        assert [r.key for r in active] == sorted(r.key for r in assigned)
+        view = await store.placement_view(100, per_customer=24, requeue_due=True)
+        assert [r.key for r in view.active] == sorted(r.key for r in assigned)
+        await store.active_replicas()
         await store.active_replicas("w1")
         key: ReplicaKey = assigned[0].key
         fence = assigned[0].fence

@@ -244,9 +244,10 @@ class SchedulingLoop:
             self._endpoint.connected_workers(), self._settings.lease_ttl_s
         )
         window = min(MAX_PENDING_PER_ROUND, per_customer_window(workers) * self._widening)
-        pending = await self._store.pending_replicas(
+        view = await self._store.placement_view(
             MAX_PENDING_PER_ROUND, per_customer=window, requeue_due=self._requeue_due()
         )
+        pending, active = view.pending, view.active
         if not pending:
             self.pending_reasons = {}
             return 0
@@ -257,7 +258,6 @@ class SchedulingLoop:
         tenancy = await self._tenancy_of(workloads.values())
         if not express:
             self._read_in(self._top_priority(pending, workloads))
-        active = await self._store.active_replicas()
         running_only = {r.workload_id for r in active} - workloads.keys()
         if running_only:
             added = [await self._catalog.workload(i) for i in running_only]

@@ -174,6 +174,18 @@ class SubmitResult:
 
 
 @dataclass(frozen=True, slots=True)
+class PlacementView:
+    """What a scheduling round reads: the head of each customer's queue and the work in
+    flight."""
+
+    pending: list[Replica]
+    """As ``pending_replicas(limit, per_customer)`` returns them, in queue order."""
+    active: list[Replica]
+    """As ``active_replicas()`` returns them; empty when ``pending`` is (a round with nothing
+    to place needs no view of the work in flight, and reading it costs a decode per replica)."""
+
+
+@dataclass(frozen=True, slots=True)
 class QueueDepth:
     customer_id: str
     pending: int
@@ -281,6 +293,14 @@ class Store(Protocol):
         them, one transaction if there are any); a caller that knows none is due skips it.
         ``per_customer``: at most that many of each customer, the first in the customer's own
         queue order (workload priority, highest first, then oldest)."""
+        ...
+
+    async def placement_view(
+        self, limit: int, per_customer: int, requeue_due: bool = True
+    ) -> PlacementView:
+        """``pending_replicas(limit, per_customer, requeue_due)`` and ``active_replicas()`` in
+        one call, on one snapshot: a round's reads in one round trip (PostgreSQL) or one hop to
+        the reader thread (SQLite), rather than two."""
         ...
 
     async def queue_depths(self) -> list[QueueDepth]:

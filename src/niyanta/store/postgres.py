@@ -9,26 +9,28 @@ whole batch (``UPDATE ... FROM <rows of a JSON array>``) rather than one round t
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import asyncpg
 
 from niyanta.clock import Clock
-from niyanta.errors import StoreUnavailable
-from niyanta.model import Replica, ReplicaKey
+from niyanta.errors import Conflict, StoreUnavailable
+from niyanta.model import Replica, ReplicaKey, WorkloadSpec
 from niyanta.store import migrate
-from niyanta.store.base import Assignment, LeaseRenewal, StoreLimits
-from niyanta.store.codec import REPLICA_COLUMNS, Row, replica_from_row
+from niyanta.store.base import Assignment, LeaseRenewal, StoreLimits, SubmitResult
+from niyanta.store.codec import REPLICA_COLUMNS, Row, event_values, replica_from_row
 from niyanta.store.sql import (
-    INSERT_EVENT,
-    INSERT_WORKLOAD,
+    ACTIVE_SELECT,
     PENDING_CUSTOMERS_CTE,
     Many,
-    NewWorkloads,
     SqlStore,
     Tx,
+    new_replica_values,
+    new_workload,
+    submitted_event,
+    workload_values,
 )
 
 T = TypeVar("T")
@@ -131,18 +133,57 @@ def _ctes(what: Many, param: int) -> list[str]:
             ]
 
 
-def _insert_one_workload() -> str:
-    """One workload, its replicas (a JSON array at ``$17``) and its event, in one statement."""
-    event = re.sub(r"\$(\d+)", lambda m: f"${int(m[1]) + 17}", INSERT_EVENT)
-    columns = [(c, _REPLICA_TYPES[c]) for c in REPLICA_COLUMNS] + [("priority", "int")]
+_WORKLOAD_TYPES = [
+    ("id", "text"),
+    ("customer_id", "text"),
+    ("type_name", "text"),
+    ("type_version", "text"),
+    ("params", "text"),
+    ("spec_digest", "text"),
+    ("mode", "text"),
+    ("replicas", "int"),
+    ("affinity", "text"),
+    ("priority", "int"),
+    ("idempotency_key", "text"),
+    ("labels", "text"),
+    ("state", "text"),
+    ("created_at", "float8"),
+    ("updated_at", "float8"),
+    ("traceparent", "text"),
+]
+"""INSERT_WORKLOAD's columns in the order of ``workload_values``."""
+
+
+def _submit_one() -> str:
+    """One workload without an idempotency key, bound as ``workload_values`` at $1..$16 (the
+    type version at $4 is the one asked for, or NULL for the newest), its replicas as a JSON
+    array at $17 and its ``workload.submitted`` event's first eight values at $18..$25: the
+    type resolved, the customer checked and every row written in one statement. It returns
+    the version written, and no row when the customer or the type is unknown (nothing is
+    written then)."""
+    resolved = {"type_name": "wanted.name", "type_version": "wanted.version"}
+    workload = ", ".join(
+        resolved.get(name, f"${i}::{kind}")
+        for i, (name, kind) in enumerate(_WORKLOAD_TYPES, start=1)
+    )
+    replica_columns = [(c, _REPLICA_TYPES[c]) for c in REPLICA_COLUMNS] + [("priority", "int")]
     return (
-        f"WITH workload_written AS ({INSERT_WORKLOAD}),"
-        f" replicas_written AS (INSERT INTO replicas ({', '.join(c for c, _ in columns)})"
-        f" SELECT * FROM {rowset(columns, 17)} AS u) {event}"
+        "WITH wanted AS (SELECT name, version FROM workload_types WHERE name = $3::text"
+        " AND ($4::text IS NULL OR version = $4::text)"
+        " AND EXISTS (SELECT 1 FROM customers WHERE id = $2::text) ORDER BY seq DESC LIMIT 1),"
+        f" workload_written AS (INSERT INTO workloads ({', '.join(c for c, _ in _WORKLOAD_TYPES)})"
+        f" SELECT {workload} FROM wanted RETURNING type_version),"
+        f" replicas_written AS (INSERT INTO replicas ({', '.join(c for c, _ in replica_columns)})"
+        f" SELECT u.* FROM {rowset(replica_columns, 17)} AS u WHERE EXISTS (SELECT 1 FROM wanted)),"
+        " event_written AS (INSERT INTO events (kind, at, actor, workload_id, idx, customer_id,"
+        " correlation_id, reason, data) SELECT $18::text, $19::float8, $20::text, $21::text,"
+        " $22::int, $23::text, $24::text, $25::text,"
+        " json_build_object('type', name || '@' || version)::text FROM wanted)"
+        " SELECT type_version FROM workload_written"
     )
 
 
-_INSERT_ONE_WORKLOAD = _insert_one_workload()
+_SUBMIT_ONE = _submit_one()
 
 _ASSIGNMENT_COLUMNS = [
     ("workload_id", "text"),
@@ -180,6 +221,20 @@ _ASSIGN = (
     " SELECT * FROM assigned"
 )
 
+_PENDING_WINDOW = PENDING_CUSTOMERS_CTE + (
+    "SELECT r.* FROM queued CROSS JOIN LATERAL (SELECT * FROM replicas q"
+    " WHERE q.state = 'pending' AND q.customer_id = queued.customer_id"
+    " AND q.not_before <= $1 ORDER BY q.priority DESC, q.enqueued_at, q.workload_id, q.idx"
+    " LIMIT $3) AS r ORDER BY r.enqueued_at, r.workload_id, r.idx LIMIT $2"
+)
+
+_PENDING_AND_ACTIVE = (
+    # A round's two reads as one statement: the pending window, then the active replicas
+    # when the window holds any.
+    f"WITH p AS ({_PENDING_WINDOW}) SELECT true AS queued, p.* FROM p"
+    f" UNION ALL SELECT false, a.* FROM ({ACTIVE_SELECT}) AS a WHERE EXISTS (SELECT 1 FROM p)"
+)
+
 _RENEW = (
     "UPDATE replicas AS r SET lease_expires_at = $1"
     f" FROM {rowset([('workload_id', 'text'), ('idx', 'int'), ('fence', 'bigint')], 3)} AS u"
@@ -206,12 +261,7 @@ class PostgresStore(SqlStore):
         " JOIN replicas AS r ON r.workload_id = ids.id"
         " ORDER BY r.workload_id, r.idx FOR UPDATE OF r"
     )
-    pending_window_sql = PENDING_CUSTOMERS_CTE + (
-        "SELECT r.* FROM queued CROSS JOIN LATERAL (SELECT * FROM replicas q"
-        " WHERE q.state = 'pending' AND q.customer_id = queued.customer_id"
-        " AND q.not_before <= $1 ORDER BY q.priority DESC, q.enqueued_at, q.workload_id, q.idx"
-        " LIMIT $3) AS r ORDER BY r.enqueued_at, r.workload_id, r.idx LIMIT $2"
-    )
+    pending_window_sql = _PENDING_WINDOW
 
     def __init__(
         self,
@@ -294,6 +344,16 @@ class PostgresStore(SqlStore):
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
 
+    async def _pending_and_active(
+        self, now: float, limit: int, per_customer: int
+    ) -> tuple[list[Row], list[Row]]:
+        rows = await self._read(_PENDING_AND_ACTIVE, now, limit, per_customer)
+        pending = [r for r in rows if r["queued"]]
+        # UNION ALL promises no order across its parts: the window's own order, restored (a
+        # linear pass when it came through, as PostgreSQL's Append returns it).
+        pending.sort(key=lambda r: (r["enqueued_at"], r["workload_id"], r["idx"]))
+        return pending, [r for r in rows if not r["queued"]]
+
     def _json_field_equals(self, column: str, key_param: int, value_param: int) -> str:
         return f"({column}::jsonb ->> ${key_param}) = ${value_param}"
 
@@ -329,18 +389,27 @@ class PostgresStore(SqlStore):
 
         return await self._run(body, urgent=True, autocommit=True)
 
-    async def _write_new(self, tx: Tx, batch: NewWorkloads) -> None:
-        """A single workload (a submit through ``POST /v1/workloads``): one statement, and with
-        ``autocommit`` no transaction block, so a submit is 2 round trips (its one read and
-        this) rather than 7. A
-        batch of many: ``executemany`` per table, which costs PostgreSQL less CPU per row than
-        one statement over JSON rowsets does (measured with ``bench/e2e.py``)."""
-        if len(batch.workloads) != 1 or len(batch.events) != 1:
-            await super()._write_new(tx, batch)
-            return
-        await tx.execute(
-            _INSERT_ONE_WORKLOAD, *batch.workloads[0], json.dumps(batch.replicas), *batch.events[0]
-        )
+    async def _submit_in_one_statement(
+        self, spec: WorkloadSpec, params: str, digest: str, now: float, actor: str
+    ) -> SubmitResult:
+        """``_SUBMIT_ONE`` outside a transaction block: a single submit is one round trip. Only
+        when it writes nothing does a read tell which of customer and type is unknown."""
+        workload = new_workload(spec, spec.type_version or "", params, now)
+        values = list(workload_values(workload, params, digest))
+        values[3] = spec.type_version  # NULL: the newest version, resolved in the statement
+        replicas = json.dumps(new_replica_values(workload, range(workload.replicas), now))
+        event = event_values(submitted_event(workload, actor))[:8]
+
+        async def body(tx: Tx) -> SubmitResult:
+            for _ in range(2):
+                row = await tx.fetchrow(_SUBMIT_ONE, *values, replicas, *event)
+                if row is not None:
+                    return SubmitResult(replace(workload, type_version=row["type_version"]), True)
+                # Raises for the unknown one; both known now: created since, write again.
+                await self._submitted_type(tx, spec.customer_id, spec.type_name, spec.type_version)
+            raise Conflict("the customer or the workload type changed during the submit; retry")
+
+        return await self._run(body, urgent=True, autocommit=True)
 
     async def _renew(
         self, tx: Tx, worker_id: str, renewals: Sequence[LeaseRenewal], expires_at: float

@@ -59,6 +59,7 @@ from niyanta.store.base import (
     EventQuery,
     FencedWrite,
     LeaseRenewal,
+    PlacementView,
     QueueDepth,
     RenewResult,
     Repeated,
@@ -95,6 +96,7 @@ T = TypeVar("T")
 S = ReplicaState
 
 _ACTIVE_SQL = "state IN ('scheduled', 'running')"
+ACTIVE_SELECT = f"SELECT * FROM replicas WHERE {_ACTIVE_SQL}"
 # The queue index's own condition first: SQLite uses a partial index only for a query that
 # repeats its WHERE term, and without it scans every replica ever run.
 _RETRY_DUE_SQL = "state IN ('pending', 'retrying') AND state = 'retrying' AND not_before <= $1"
@@ -125,7 +127,7 @@ INSERT_WORKLOAD = (
 )
 
 
-def _workload_values(workload: Workload, params: str, digest: str) -> tuple[object, ...]:
+def workload_values(workload: Workload, params: str, digest: str) -> tuple[object, ...]:
     return (
         workload.id,
         workload.customer_id,
@@ -146,7 +148,7 @@ def _workload_values(workload: Workload, params: str, digest: str) -> tuple[obje
     )
 
 
-def _new_replica_values(
+def new_replica_values(
     workload: Workload, indexes: Iterable[int], now: float
 ) -> list[tuple[object, ...]]:
     """Rows of new replicas: pending, fence 0, first attempt."""
@@ -179,17 +181,41 @@ class NewWorkloads:
         """``values``: the workload's row when it is still to be inserted (None: it is)."""
         if values is not None:
             self.workloads.append(values)
-        self.replicas += _new_replica_values(workload, range(workload.replicas), self.now)
-        event = Event(
-            id=0,
-            kind="workload.submitted",
-            at=self.now,
-            actor=self._actor,
-            workload_id=workload.id,
-            customer_id=workload.customer_id,
-            data={"type": f"{workload.type_name}@{workload.type_version}"},
-        )
-        self.events.append(event_values(event))
+        self.replicas += new_replica_values(workload, range(workload.replicas), self.now)
+        self.events.append(event_values(submitted_event(workload, self._actor)))
+
+
+def submitted_event(workload: Workload, actor: str) -> Event:
+    return Event(
+        id=0,
+        kind="workload.submitted",
+        at=workload.created_at,
+        actor=actor,
+        workload_id=workload.id,
+        customer_id=workload.customer_id,
+        data={"type": f"{workload.type_name}@{workload.type_version}"},
+    )
+
+
+def new_workload(spec: WorkloadSpec, version: str, params: str, now: float) -> Workload:
+    """A workload as ``spec`` submits it at ``now``, of its type's ``version``."""
+    return Workload(
+        id=f"w-{uuid.uuid4().hex}",
+        customer_id=spec.customer_id,
+        type_name=spec.type_name,
+        type_version=version,
+        params=json.loads(params),
+        mode=spec.mode,
+        replicas=spec.replicas,
+        affinity=spec.affinity,
+        priority=spec.priority,
+        idempotency_key=spec.idempotency_key,
+        labels=dict(spec.labels),
+        state=S.PENDING,
+        created_at=now,
+        updated_at=now,
+        traceparent=spec.traceparent,
+    )
 
 
 K = TypeVar("K")
@@ -210,6 +236,15 @@ async def _cached(
     if isinstance(found, NiyantaError):
         raise found
     return found
+
+
+def _in_key_order(rows: Iterable[Row]) -> list[Replica]:
+    """Replicas of ``rows`` in (workload, index) order, sorted here: asked for that order,
+    SQLite walks the primary key through every replica ever run (2 ms a round at 5,000)
+    instead of the partial index of the active ones."""
+    replicas = [replica_from_row(r).replica for r in rows]
+    replicas.sort(key=lambda r: (r.workload_id, r.index))
+    return replicas
 
 
 def _unknown_type(name: str, version: str | None) -> UnknownWorkloadType:
@@ -307,7 +342,13 @@ class SqlStore(ABC):
     # --- what a dialect provides -------------------------------------------------------------
 
     one_statement_submit = False
-    """``_write_new`` inserts a batch of one workload in one statement."""
+    """A submit of one workload without an idempotency key is one statement
+    (``_submit_in_one_statement``), its customer and type checks included."""
+
+    async def _submit_in_one_statement(
+        self, spec: WorkloadSpec, params: str, digest: str, now: float, actor: str
+    ) -> SubmitResult:
+        raise NotImplementedError
 
     @abstractmethod
     async def _run(
@@ -692,10 +733,13 @@ class SqlStore(ABC):
 
         if not specs:
             return []
-        # A keyed submit inserts its workload before the batch's insert (a second statement).
-        unkeyed = len(specs) == 1 and specs[0].idempotency_key is None
-        one_write = unkeyed and self.one_statement_submit
-        return await self._run(body, urgent=True, autocommit=one_write)
+        single = checked[0] if len(specs) == 1 else None
+        if self.one_statement_submit and isinstance(single, tuple) and not specs[0].idempotency_key:
+            try:
+                return [await self._submit_in_one_statement(specs[0], *single, now, actor)]
+            except NiyantaError as refused:
+                return [refused]
+        return await self._run(body, urgent=True)
 
     async def _submit_one(
         self,
@@ -714,25 +758,8 @@ class SqlStore(ABC):
             existing = await self._by_idempotency_key(tx, spec, digest)
             if existing is not None:
                 return existing
-        now = batch.now
-        workload = Workload(
-            id=f"w-{uuid.uuid4().hex}",
-            customer_id=spec.customer_id,
-            type_name=wtype.name,
-            type_version=wtype.version,
-            params=json.loads(params),
-            mode=spec.mode,
-            replicas=spec.replicas,
-            affinity=spec.affinity,
-            priority=spec.priority,
-            idempotency_key=spec.idempotency_key,
-            labels=dict(spec.labels),
-            state=S.PENDING,
-            created_at=now,
-            updated_at=now,
-            traceparent=spec.traceparent,
-        )
-        values = _workload_values(workload, params, digest)
+        workload = new_workload(spec, wtype.version, params, batch.now)
+        values = workload_values(workload, params, digest)
         if spec.idempotency_key is None:
             batch.add(workload, values)
             return SubmitResult(workload, created=True)
@@ -750,7 +777,7 @@ class SqlStore(ABC):
     async def _insert_replicas(
         self, tx: Tx, workload: Workload, indexes: Iterable[int], now: float
     ) -> None:
-        await tx.executemany(INSERT_REPLICA, _new_replica_values(workload, indexes, now))
+        await tx.executemany(INSERT_REPLICA, new_replica_values(workload, indexes, now))
 
     async def get_workload(self, workload_id: str) -> Workload:
         async def body(tx: Tx) -> Workload:
@@ -811,10 +838,7 @@ class SqlStore(ABC):
         self, limit: int = 100_000, per_customer: int | None = None, requeue_due: bool = True
     ) -> list[Replica]:
         now = self._now()
-        if requeue_due and await self._read(
-            f"SELECT 1 FROM replicas WHERE {_RETRY_DUE_SQL} LIMIT 1", now
-        ):
-            await self._requeue_backoff_over(now)
+        await self._requeue_if_due(now, requeue_due)
         if per_customer is None:
             rows = await self._read(
                 "SELECT * FROM replicas WHERE state = 'pending' AND not_before <= $1"
@@ -827,6 +851,32 @@ class SqlStore(ABC):
             # then age); only those rows are read, through the index.
             rows = await self._read(self.pending_window_sql, now, limit, per_customer)
         return [replica_from_row(r).replica for r in rows]
+
+    async def placement_view(
+        self, limit: int, per_customer: int, requeue_due: bool = True
+    ) -> PlacementView:
+        now = self._now()
+        await self._requeue_if_due(now, requeue_due)
+        pending, active = await self._pending_and_active(now, limit, per_customer)
+        return PlacementView([replica_from_row(r).replica for r in pending], _in_key_order(active))
+
+    async def _pending_and_active(
+        self, now: float, limit: int, per_customer: int
+    ) -> tuple[list[Row], list[Row]]:
+        """The rows of ``placement_view``: both statements on one snapshot (a dialect may make
+        them one statement); no active ones when none is pending."""
+
+        async def body(tx: Tx) -> tuple[list[Row], list[Row]]:
+            pending = list(await tx.fetch(self.pending_window_sql, now, limit, per_customer))
+            return pending, list(await tx.fetch(ACTIVE_SELECT)) if pending else []
+
+        return await self._snapshot(body)
+
+    async def _requeue_if_due(self, now: float, requeue_due: bool) -> None:
+        if requeue_due and await self._read(
+            f"SELECT 1 FROM replicas WHERE {_RETRY_DUE_SQL} LIMIT 1", now
+        ):
+            await self._requeue_backoff_over(now)
 
     async def _requeue_backoff_over(self, now: float) -> None:
         """Retrying replicas whose backoff has ended go back to pending."""
@@ -851,18 +901,11 @@ class SqlStore(ABC):
         return [QueueDepth(r["customer_id"], int(r["pending"]), float(r["oldest"])) for r in rows]
 
     async def active_replicas(self, worker_id: str | None = None) -> list[Replica]:
-        # Sorted here, not by the statement: asked for (workload_id, idx) order, SQLite walks
-        # the primary key through every replica ever run (2 ms a round at 5,000) instead of
-        # the partial index of the active ones.
         if worker_id is None:
-            rows = await self._read(f"SELECT * FROM replicas WHERE {_ACTIVE_SQL}")
+            rows = await self._read(ACTIVE_SELECT)
         else:
-            rows = await self._read(
-                f"SELECT * FROM replicas WHERE {_ACTIVE_SQL} AND worker_id = $1", worker_id
-            )
-        replicas = [replica_from_row(r).replica for r in rows]
-        replicas.sort(key=lambda r: (r.workload_id, r.index))
-        return replicas
+            rows = await self._read(f"{ACTIVE_SELECT} AND worker_id = $1", worker_id)
+        return _in_key_order(rows)
 
     async def count_replicas_by_state(self) -> dict[tuple[str, str], int]:
         rows = await self._read(
