@@ -391,7 +391,7 @@ class SchedulingLoop:
             tiers=tenancy.tiers,
             customers=tenancy.policies(),
             now=now,
-            lingering=lingering_use(self._lingering, now),
+            lingering=lingering_use(self._lingering, tenancy.tiers, now),
         )
         started = time.perf_counter()
         decision = schedule(scheduler_input)
