@@ -250,6 +250,12 @@ async def test_a_submit_resolves_its_type_version_and_names_what_is_unknown(stor
         await store.submit_workload(WorkloadSpec(CUSTOMER, TYPE, type_version="9"), "test")
     with pytest.raises(UnknownCustomer):  # the customer is named first when both are unknown
         await store.submit_workload(WorkloadSpec("nobody", "nothing"), "test")
+    stored = await store.get_workload(newest.workload.id)
+    assert stored.type_version == "2"
+    [submitted] = await store.list_events(EventQuery(workload_id=newest.workload.id))
+    assert submitted.data == {"type": f"{TYPE}@2"}
+    listed = await store.list_workloads(WorkloadFilter())
+    assert {w.id for w in listed.items} == {newest.workload.id, pinned.workload.id}  # no others
 
 
 async def test_bad_input_raises_typed_errors(store: Store) -> None:

@@ -734,7 +734,8 @@ class SqlStore(ABC):
         if not specs:
             return []
         single = checked[0] if len(specs) == 1 else None
-        if self.one_statement_submit and isinstance(single, tuple) and not specs[0].idempotency_key:
+        unkeyed = specs[0].idempotency_key is None
+        if self.one_statement_submit and unkeyed and isinstance(single, tuple):
             try:
                 return [await self._submit_in_one_statement(specs[0], *single, now, actor)]
             except NiyantaError as refused:
