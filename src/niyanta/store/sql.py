@@ -163,26 +163,34 @@ def new_replica_values(
     return [(*replica_values(row), workload.priority) for row in rows]
 
 
-class NewWorkloads:
+class _NewWorkloads:
     """The rows of the workloads one submit transaction creates, written together at its end
-    (``SqlStore._write_new``: one statement per table rather than per workload)."""
+    (one statement per table rather than per workload)."""
 
     def __init__(self, now: float, actor: str) -> None:
         self.now = now
         self._actor = actor
-        self.workloads: list[tuple[object, ...]] = []
-        """INSERT_WORKLOAD values of the workloads still to be inserted."""
-        self.replicas: list[tuple[object, ...]] = []
-        """INSERT_REPLICA values."""
-        self.events: list[tuple[object, ...]] = []
-        """INSERT_EVENT values."""
+        self._workloads: list[tuple[object, ...]] = []
+        self._replicas: list[tuple[object, ...]] = []
+        self._events: list[tuple[object, ...]] = []
 
     def add(self, workload: Workload, values: tuple[object, ...] | None) -> None:
         """``values``: the workload's row when it is still to be inserted (None: it is)."""
         if values is not None:
-            self.workloads.append(values)
-        self.replicas += new_replica_values(workload, range(workload.replicas), self.now)
-        self.events.append(event_values(submitted_event(workload, self._actor)))
+            self._workloads.append(values)
+        self._replicas += new_replica_values(workload, range(workload.replicas), self.now)
+        self._events.append(event_values(submitted_event(workload, self._actor)))
+
+    async def write(self, tx: Tx) -> None:
+        for sql, rows in (
+            (INSERT_WORKLOAD, self._workloads),
+            (INSERT_REPLICA, self._replicas),
+            (INSERT_EVENT, self._events),
+        ):
+            if len(rows) == 1:
+                await tx.execute(sql, *rows[0])  # asyncpg's executemany costs more for one row
+            elif rows:
+                await tx.executemany(sql, rows)
 
 
 def submitted_event(workload: Workload, actor: str) -> Event:
@@ -399,18 +407,6 @@ class SqlStore(ABC):
             for sql in ROW_SQL[what]:
                 used = max(int(n) for n in re.findall(r"\$(\d+)", sql))
                 await tx.executemany(sql, [row[:used] for row in rows])
-
-    async def _write_new(self, tx: Tx, batch: NewWorkloads) -> None:
-        """Insert the rows of ``batch``: one statement per table (a dialect may do it in one)."""
-        for sql, rows in (
-            (INSERT_WORKLOAD, batch.workloads),
-            (INSERT_REPLICA, batch.replicas),
-            (INSERT_EVENT, batch.events),
-        ):
-            if len(rows) == 1:
-                await tx.execute(sql, *rows[0])  # asyncpg's executemany costs more for one row
-            elif rows:
-                await tx.executemany(sql, rows)
 
     # --- shared helpers ------------------------------------------------------------------------
 
@@ -715,7 +711,7 @@ class SqlStore(ABC):
         now = self._now()
 
         async def body(tx: Tx) -> list[SubmitResult | NiyantaError]:
-            batch = NewWorkloads(now, actor)
+            batch = _NewWorkloads(now, actor)
             refs: dict[tuple[str, str, str | None], WorkloadType | NiyantaError] = {}
             results: list[SubmitResult | NiyantaError] = []
             for spec, check in zip(specs, checked, strict=True):
@@ -728,7 +724,7 @@ class SqlStore(ABC):
                     results.append(await self._submit_one(tx, batch, spec, check, wtype))
                 except NiyantaError as refused:
                     results.append(refused)
-            await self._write_new(tx, batch)
+            await batch.write(tx)
             return results
 
         if not specs:
@@ -745,7 +741,7 @@ class SqlStore(ABC):
     async def _submit_one(
         self,
         tx: Tx,
-        batch: NewWorkloads,
+        batch: _NewWorkloads,
         spec: WorkloadSpec,
         check: tuple[str, str],
         wtype: WorkloadType,
