@@ -6,6 +6,7 @@ Times are float seconds since the epoch (``Clock.now()``); a replica is addresse
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -236,6 +237,12 @@ class WorkloadSpec:
     traceparent: str | None = None
     """The caller's W3C trace context, if any (not part of the spec's identity for
     idempotency)."""
+
+
+def new_workload_id() -> str:
+    """A fresh workload id (the store's at submit, or the leader's when it places the arrival
+    before the submit is written)."""
+    return f"w-{uuid.uuid4().hex}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,7 @@ from niyanta.store.base import (
     FencedWrite,
     LeaseRenewal,
     MarkRunning,
+    Placed,
     RecordProgress,
     ReleaseReplica,
     Repeated,
@@ -274,6 +275,64 @@ async def test_bad_input_raises_typed_errors(store: Store) -> None:
     with pytest.raises(InvalidInput):
         await store.list_workloads(WorkloadFilter(cursor="not-a-cursor"))
     assert (await store.list_workloads(WorkloadFilter())).items == ()
+
+
+@pytest.mark.parametrize("key", [None, "k-placed"])
+async def test_a_placed_submit_writes_its_replicas_assigned(
+    store: Store, clock: FakeClock, key: str | None
+) -> None:
+    """The leader's arrival placement: the submit writes what ``assign_replicas`` would."""
+    spec = WorkloadSpec(CUSTOMER, TYPE, replicas=2, idempotency_key=key)
+    result = await store.submit_workload(spec, "test", Placed("w-placed", ("w1", "w2"), 10))
+    assert (result.created, result.workload.id, result.workload.state) == (
+        True,
+        "w-placed",
+        S.SCHEDULED,
+    )
+    assert result.workload.type_version == "1"
+    stored = await store.list_replicas("w-placed")
+    assert list(result.placed) == stored
+    assert [(r.state, r.fence, r.worker_id, r.lease_expires_at) for r in stored] == [
+        (S.SCHEDULED, 1, "w1", clock.now() + 10),
+        (S.SCHEDULED, 1, "w2", clock.now() + 10),
+    ]
+    assert (await store.get_workload("w-placed")).state is S.SCHEDULED
+    assert await store.active_replicas() == stored
+    assert await store.pending_replicas() == []
+    events = await store.list_events(EventQuery(workload_id="w-placed"))
+    assert [(e.kind, e.index, e.reason) for e in events] == [
+        ("workload.submitted", None, ""),
+        ("replica.scheduled", 0, "placed on w1"),
+        ("replica.scheduled", 1, "placed on w2"),
+    ]
+    assert events[1].data == {"attempt": 1, "fence": 1, "from": "pending"}
+    assert [
+        (t.from_state, t.to_state, t.fence) for t in await store.list_transitions("w-placed")
+    ] == [
+        (S.PENDING, S.SCHEDULED, 1),
+        (S.PENDING, S.SCHEDULED, 1),
+    ]
+    # The placed replicas' fence is the one their worker writes with.
+    started = await write(store, MarkRunning(stored[0].key, 1, "w1"))
+    assert isinstance(started, Replica) and started.state is S.RUNNING
+
+
+async def test_a_placed_submit_is_refused_whole(store: Store) -> None:
+    with pytest.raises(InvalidInput, match="2 placements for a workload of 1 replicas"):
+        await store.submit_workload(
+            WorkloadSpec(CUSTOMER, TYPE), "test", Placed("w-bad", ("w1", "w2"), 10)
+        )
+    with pytest.raises(UnknownCustomer):
+        await store.submit_workload(
+            WorkloadSpec("nobody", TYPE), "test", Placed("w-nobody", ("w1",), 10)
+        )
+    assert (await store.list_workloads(WorkloadFilter())).items == ()
+    assert await store.active_replicas() == []
+    spec = WorkloadSpec(CUSTOMER, TYPE, idempotency_key="k")
+    first = await store.submit_workload(spec, "test")
+    again = await store.submit_workload(spec, "test", Placed("w-again", ("w1",), 10))
+    assert (again.created, again.workload.id, again.placed) == (False, first.workload.id, ())
+    assert [r.state for r in await store.list_replicas(first.workload.id)] == [S.PENDING]
 
 
 async def test_idempotent_submit(store: Store) -> None:
@@ -797,12 +856,12 @@ async def test_placement_view_is_the_pending_window_and_the_work_in_flight(
     assert (await store.placement_view(1, per_customer=2)).pending == view.pending[:1]
 
 
-async def test_placement_view_reads_nothing_in_flight_when_nothing_is_pending(
+async def test_placement_view_reads_the_work_in_flight_when_nothing_is_pending(
     store: Store,
 ) -> None:
-    await running(store)
+    first = await running(store)
     view = await store.placement_view(100, per_customer=16)
-    assert (view.pending, view.active) == ([], [])
+    assert (view.pending, [r.key for r in view.active]) == ([], [first.key])
 
 
 async def test_placement_view_requeues_retries_whose_backoff_is_over(

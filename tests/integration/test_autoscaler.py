@@ -181,6 +181,7 @@ async def test_queue_depth_policy_keeps_a_previous_leader_s_cooldown(tmp_path: P
             clock=clock,
             interval_s=1.0,
             yield_grace_s=0.1,
+            wake_scheduler=rt.scheduling.wake,
         )
         await new_leader.tick()  # queue depth 2 wants 2 replicas, but the cooldown holds
         assert len(await _scaled(running, workload_id)) == 1

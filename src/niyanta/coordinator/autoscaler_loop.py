@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -77,6 +78,7 @@ class AutoscalerLoop:
         clock: Clock,
         interval_s: float,
         yield_grace_s: float,
+        wake_scheduler: Callable[[], None],
     ) -> None:
         self._store = store
         self._catalog = catalog
@@ -85,6 +87,7 @@ class AutoscalerLoop:
         self._clock = clock
         self._interval_s = interval_s
         self._yield_grace_s = yield_grace_s
+        self._wake_scheduler = wake_scheduler
         self._memory: dict[str, _WorkloadMemory] = {}
 
     async def run(self, stopper: Stopper) -> None:
@@ -194,6 +197,10 @@ class AutoscalerLoop:
         if desired < current:
             await self._yield(sorted(live, key=lambda r: r.index)[desired:])
         await self._store.scale_workload(workload.id, desired, ACTOR)
+        if desired > current:
+            # New replicas are pending: a round places them now (and the leader stops placing
+            # arrivals ahead of them, ``SchedulingLoop.submit``).
+            self._wake_scheduler()
         scaled = await self._store.append_event(
             Event(
                 id=0,

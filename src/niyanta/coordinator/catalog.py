@@ -41,6 +41,7 @@ class Catalog:
         self._max_age_s = max_age_s
         self._workloads: OrderedDict[str, Workload] = OrderedDict()
         self._types: dict[tuple[str, str], WorkloadType] = {}
+        self._newest: dict[str, tuple[float, WorkloadType]] = {}
         self._tenancy: Tenancy | None = None
         self._tenancy_at = 0.0
 
@@ -73,6 +74,20 @@ class Catalog:
             cached = await self._store.get_type(name, version)
             self._types[(name, version)] = cached
         return cached
+
+    async def newest_type(self, name: str) -> WorkloadType:
+        """The newest version of type ``name``, as read at most ``max_age_s`` ago (or since
+        this coordinator last registered one)."""
+        now = self._clock.monotonic()
+        cached = self._newest.get(name)
+        if cached is None or now - cached[0] > self._max_age_s:
+            newest = await self._store.get_type(name)
+            self._types[(name, newest.version)] = newest
+            cached = self._newest[name] = (now, newest)
+        return cached[1]
+
+    def invalidate_newest_type(self, name: str) -> None:
+        self._newest.pop(name, None)
 
     async def tenancy(self) -> Tenancy:
         now = self._clock.monotonic()

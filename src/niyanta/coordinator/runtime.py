@@ -5,6 +5,7 @@ progress flush, SLO watch and its webhook, autoscaler, fleet sizing)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Coroutine
 from typing import Any
 
@@ -29,9 +30,10 @@ from niyanta.coordinator.stopper import Stopper
 from niyanta.coordinator.worker_commands import WorkerCommands
 from niyanta.coordinator.worker_registry import WorkerRegistry
 from niyanta.gc_tuning import freeze_startup_heap
+from niyanta.model import WorkloadSpec
 from niyanta.observability.metrics import DEFAULT_POOL, CoordinatorMetrics, WorkerSample
 from niyanta.slo.evaluator import SloWindow
-from niyanta.store.base import Store
+from niyanta.store.base import Store, SubmitResult
 from niyanta.store.group_commit import GroupCommitter
 
 log = structlog.get_logger("niyanta.coordinator")
@@ -119,6 +121,7 @@ class CoordinatorRuntime:
             clock=clock,
             interval_s=settings.autoscale_interval_s,
             yield_grace_s=settings.lease_ttl_s,
+            wake_scheduler=self.scheduling.wake,
         )
         self.fleet = FleetLoop(
             store=store,
@@ -164,6 +167,14 @@ class CoordinatorRuntime:
     def wake_scheduler(self) -> None:
         if self.leader.is_leader:
             self.scheduling.wake()
+
+    async def submit(self, spec: WorkloadSpec, actor: str) -> SubmitResult:
+        """Write a submit; on the leader, placed at once when the queue is empty
+        (``SchedulingLoop.submit``)."""
+        write = functools.partial(self.store.submit_workload, spec, actor)
+        if not self.leader.is_leader:
+            return await write(None)
+        return await self.scheduling.submit(spec, write)
 
     def workload_submitted(self, customer_id: str) -> None:
         if self.leader.is_leader:

@@ -13,7 +13,8 @@ import heapq
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
 import structlog
 
@@ -26,7 +27,16 @@ from niyanta.coordinator.settings import CoordinatorSettings
 from niyanta.coordinator.stopper import Stopper
 from niyanta.coordinator.worker_commands import StopReason, WorkerCommands
 from niyanta.coordinator.worker_registry import WorkerRegistry
-from niyanta.model import Event, Replica, ReplicaKey, Workload
+from niyanta.errors import NiyantaError
+from niyanta.model import (
+    Event,
+    Replica,
+    ReplicaKey,
+    Workload,
+    WorkloadSpec,
+    WorkloadType,
+    new_workload_id,
+)
 from niyanta.observability.metrics import CoordinatorMetrics, QueueKey
 from niyanta.observability.tracing import context_from_traceparent, tracer
 from niyanta.scheduler import schedule
@@ -39,7 +49,7 @@ from niyanta.scheduler.types import (
     SchedulerInput,
     WorkerView,
 )
-from niyanta.store.base import Assignment, ReleaseReplica, Store
+from niyanta.store.base import Assignment, Placed, ReleaseReplica, Store, SubmitResult
 
 log = structlog.get_logger("niyanta.coordinator")
 
@@ -82,6 +92,17 @@ def constrained_cut_off(
         return False
     read = Counter(workloads[r.workload_id].customer_id for r in pending)
     return any(read[c] >= window for c in constrained)
+
+
+@dataclass(frozen=True, slots=True)
+class QuietView:
+    """The work in flight as the last regular round read it, when that round left nothing
+    pending: what an arrival at the empty queue is placed on (``SchedulingLoop.submit``)."""
+
+    token: int
+    """The round's claims token, held open while this view is: every placement decided
+    since is in ``PlacementClaims.unseen_by(token)``."""
+    running: tuple[RunningReplica, ...]
 
 
 class SchedulingLoop:
@@ -129,6 +150,7 @@ class SchedulingLoop:
         self._backoffs: list[float] = []
         """A heap of the store times at which retries this coordinator recorded end."""
         self._requeue_sweep_at = -math.inf
+        self._quiet: QuietView | None = None
 
     def wake(self, at: float | None = None) -> None:
         """Run a round now, or at store time ``at`` (a retry's backoff ends)."""
@@ -169,6 +191,7 @@ class SchedulingLoop:
 
     async def run(self, stopper: Stopper) -> None:
         """Rounds until ``stopper`` stops (then ``wake()`` to end a wait at once)."""
+        self._keep_quiet(None)  # read in an earlier term: another leader has placed since
         try:
             loop = asyncio.get_running_loop()
             while not stopper.stopped:
@@ -192,6 +215,7 @@ class SchedulingLoop:
                 finally:
                     self._in_round = False
         finally:
+            self._keep_quiet(None)
             if self._express is not None:
                 await asyncio.gather(self._express, return_exceptions=True)
 
@@ -234,12 +258,27 @@ class SchedulingLoop:
 
     async def _place(self, express: bool = False) -> int:
         token = self._claims.open_round()
+        quiet: tuple[RunningReplica, ...] | None = None
         try:
-            return await self._place_round(token, express)
+            started, quiet = await self._place_round(token, express)
+            return started
         finally:
-            self._claims.close_round(token)
+            if not express:  # an express round leaves the regular round's view as it is
+                self._keep_quiet(QuietView(token, quiet) if quiet is not None else None)
+            if quiet is None:
+                self._claims.close_round(token)
 
-    async def _place_round(self, token: int, express: bool) -> int:
+    def _keep_quiet(self, view: QuietView | None) -> None:
+        """Replace the quiet view (closing the claims round the old one held open)."""
+        old, self._quiet = self._quiet, view
+        if old is not None:
+            self._claims.close_round(old.token)
+
+    async def _place_round(
+        self, token: int, express: bool
+    ) -> tuple[int, tuple[RunningReplica, ...] | None]:
+        """The replicas started, and the work in flight as read when the round leaves
+        nothing pending (None otherwise)."""
         workers = self._registry.views(
             self._endpoint.connected_workers(), self._settings.lease_ttl_s
         )
@@ -250,10 +289,14 @@ class SchedulingLoop:
         pending, active = view.pending, view.active
         if not pending:
             self.pending_reasons = {}
-            return 0
+            if express:
+                return 0, None
+            in_flight = {r.workload_id: await self._catalog.workload(r.workload_id) for r in active}
+            tenancy = await self._tenancy_of(in_flight.values())
+            return 0, tuple(await self._running_views(active, in_flight, tenancy))
         if not any(w.schedulable for w in workers):
             self.pending_reasons = dict.fromkeys((r.key for r in pending), NO_WORKERS)
-            return 0
+            return 0, None
         workloads = {r.workload_id: await self._catalog.workload(r.workload_id) for r in pending}
         tenancy = await self._tenancy_of(workloads.values())
         if not express:
@@ -263,7 +306,9 @@ class SchedulingLoop:
             added = [await self._catalog.workload(i) for i in running_only]
             workloads.update((w.id, w) for w in added)
             tenancy = await self._tenancy_of(added)
-        decision = await self._decide(token, pending, active, workloads, tenancy, workers)
+        pending_views = await self._pending_views(pending, workloads, tenancy)
+        running_views = await self._running_views(active, workloads, tenancy)
+        decision = self._decide(token, pending_views, running_views, tenancy, workers)
         self.pending_reasons = {p.key: p.reason for p in decision.pending}
         widen = window < MAX_PENDING_PER_ROUND and constrained_cut_off(
             pending, workloads, window, decision.constrained
@@ -284,7 +329,14 @@ class SchedulingLoop:
             await asyncio.gather(*(self._start(r, workloads[r.workload_id]) for r in assigned))
         for preemption in decision.preemptions:
             await self._preempt(preemption, active)
-        return len(assigned)
+        whole = len(pending) < MAX_PENDING_PER_ROUND and not constrained_cut_off(
+            pending, workloads, window, frozenset(w.customer_id for w in workloads.values())
+        )
+        if express or not whole or len(assigned) < len(pending) or decision.preemptions:
+            return len(assigned), None
+        # Everything it read is placed and there was no more: its placements are claims
+        # committed after ``token``, counted with the view by ``unseen_by(token)``.
+        return len(assigned), tuple(running_views)
 
     def _requeue_due(self) -> bool:
         """Whether this round should move retrying replicas whose backoff is over to pending:
@@ -326,25 +378,17 @@ class SchedulingLoop:
             oldest[key] = max(oldest.get(key, 0.0), now - queue.oldest_enqueued_at)
         self._metrics.observe_queue(depth, oldest)
 
-    async def _decide(
-        self,
-        round_token: int,
-        pending: list[Replica],
-        active: list[Replica],
-        workloads: dict[str, Workload],
-        tenancy: Tenancy,
-        workers: tuple[WorkerView, ...],
-    ) -> SchedulerDecision:
-        """The scheduler's decision over what the round read and what rounds beside it have
-        claimed since (``PlacementClaims``); the new placements are claimed before it returns."""
-        pending_views = []
+    async def _pending_views(
+        self, pending: list[Replica], workloads: dict[str, Workload], tenancy: Tenancy
+    ) -> list[PendingReplica]:
+        views = []
         for r in pending:
             w = workloads[r.workload_id]
             customer = tenancy.customers.get(w.customer_id)
             if customer is None:
                 continue
             wtype = await self._catalog.workload_type(w.type_name, w.type_version)
-            pending_views.append(
+            views.append(
                 PendingReplica(
                     key=r.key,
                     customer_id=w.customer_id,
@@ -359,14 +403,19 @@ class SchedulingLoop:
                     fence=r.fence,
                 )
             )
-        running_views = []
+        return views
+
+    async def _running_views(
+        self, active: list[Replica], workloads: dict[str, Workload], tenancy: Tenancy
+    ) -> list[RunningReplica]:
+        views = []
         for r in active:
             w = workloads[r.workload_id]
             customer = tenancy.customers.get(w.customer_id)
             if r.worker_id is None or customer is None:
                 continue
             wtype = await self._catalog.workload_type(w.type_name, w.type_version)
-            running_views.append(
+            views.append(
                 RunningReplica(
                     key=r.key,
                     customer_id=w.customer_id,
@@ -379,13 +428,28 @@ class SchedulingLoop:
                     started_at=r.started_at or 0.0,
                 )
             )
-        # From here to the return nothing awaits: no other round decides in between.
+        return views
+
+    def _decide(
+        self,
+        round_token: int,
+        pending: Iterable[PendingReplica],
+        running: Iterable[RunningReplica],
+        tenancy: Tenancy,
+        workers: tuple[WorkerView, ...],
+        arrival: bool = False,
+    ) -> SchedulerDecision:
+        """The scheduler's decision over what the round of ``round_token`` read and what was
+        claimed since (``PlacementClaims``); the new placements are claimed before it returns.
+        It does not await: no other decision is taken in between. ``arrival``: an arrival's
+        placement (``submit``), not a round (the round metric counts rounds)."""
         claimed = self._claims.claimed()
+        running_views = list(running)
         seen = {r.key for r in running_views}
         running_views += [r for r in self._claims.unseen_by(round_token) if r.key not in seen]
         now = self._clock.now()
         scheduler_input = SchedulerInput(
-            pending=tuple(p for p in pending_views if p.key not in claimed),
+            pending=tuple(p for p in pending if p.key not in claimed),
             workers=workers,
             running=tuple(running_views),
             tiers=tenancy.tiers,
@@ -395,7 +459,8 @@ class SchedulingLoop:
         )
         started = time.perf_counter()
         decision = schedule(scheduler_input)
-        self._metrics.scheduler_round.observe(time.perf_counter() - started)
+        if not arrival:
+            self._metrics.scheduler_round.observe(time.perf_counter() - started)
         self._lingering = observe_demand(self._lingering, decision.tier_demand, tenancy.tiers, now)
         placed = {p.key: p.worker_id for p in decision.placements}
         self._claims.claim(
@@ -413,6 +478,89 @@ class SchedulingLoop:
             if p.key in placed
         )
         return decision
+
+    # --- arrivals at an empty queue ------------------------------------------------------------
+
+    async def submit(
+        self, spec: WorkloadSpec, write: Callable[[Placed | None], Awaitable[SubmitResult]]
+    ) -> SubmitResult:
+        """Submit ``spec`` through ``write``. When the last round left nothing pending and no
+        round is due, the arrival is placed here first, on that round's view of the work in
+        flight and every placement claimed since, by the same ``schedule()``: the submit then
+        writes its replicas assigned and they are started before this returns, which saves a
+        round's read and its assignment (two store round trips) on the way to their start.
+        Otherwise, or when the scheduler would not place every replica without preempting,
+        the submit writes them pending and the caller wakes a round (``submitted()``)."""
+        arrival = await self._place_arrival(spec)
+        if arrival is None:
+            return await write(None)
+        keys = [ReplicaKey(arrival.workload_id, i) for i in range(len(arrival.worker_ids))]
+        try:
+            result = await write(arrival)
+        except BaseException:
+            self._claims.settle(keys, ())
+            raise
+        self._claims.settle(keys, (r.key for r in result.placed))
+        if result.placed:
+            await asyncio.gather(*(self._start(r, result.workload) for r in result.placed))
+        return result
+
+    def _arrivals_placeable(self) -> bool:
+        """Nothing pending as far as this leader knows: no round in flight or due (a wake
+        pending means work may be queued), no retry's backoff over."""
+        if self._quiet is None or self._in_round or self._express is not None:
+            return False
+        due = bool(self._backoffs) and self._backoffs[0] <= self._clock.now()
+        return not (self._wake.is_set() or due)
+
+    async def _place_arrival(self, spec: WorkloadSpec) -> Placed | None:
+        if spec.replicas < 1 or not self._arrivals_placeable():
+            return None
+        try:
+            tenancy = await self._catalog.tenancy()
+            wtype = await self._arrival_type(spec)
+        except NiyantaError:  # an unknown type: the submit names it
+            return None
+        quiet = self._quiet
+        customer = tenancy.customers.get(spec.customer_id)
+        if quiet is None or customer is None or not self._arrivals_placeable():
+            return None
+        workers = self._registry.views(
+            self._endpoint.connected_workers(), self._settings.lease_ttl_s
+        )
+        if spec.replicas > sum(w.slots for w in workers if w.schedulable):
+            return None  # more than could run (and not worth a decision: it is unbounded)
+        workload_id = new_workload_id()
+        now = self._clock.now()
+        replicas = [
+            PendingReplica(
+                key=ReplicaKey(workload_id, i),
+                customer_id=spec.customer_id,
+                tier=customer.tier,
+                type_name=spec.type_name,
+                resources=wtype.resources,
+                affinity=spec.affinity,
+                priority=spec.priority,
+                enqueued_at=now,
+                workload_labels=spec.labels,
+            )
+            for i in range(spec.replicas)
+        ]
+        decision = self._decide(
+            quiet.token, replicas, quiet.running, tenancy, workers, arrival=True
+        )
+        placed = {p.key: p.worker_id for p in decision.placements}
+        if len(placed) < len(replicas) or decision.preemptions:
+            self._claims.settle(placed, ())  # the round it wakes decides
+            return None
+        return Placed(
+            workload_id, tuple(placed[p.key] for p in replicas), self._settings.lease_ttl_s
+        )
+
+    async def _arrival_type(self, spec: WorkloadSpec) -> WorkloadType:
+        if spec.type_version is not None:
+            return await self._catalog.workload_type(spec.type_name, spec.type_version)
+        return await self._catalog.newest_type(spec.type_name)
 
     async def _start(self, replica: Replica, workload: Workload) -> None:
         """Start a placed replica: the schedule span continues the trace stored at submit (so a

@@ -93,6 +93,7 @@ class CoordinatorService:
 
     async def register_type(self, wtype: WorkloadType) -> WorkloadType:
         registered = await self._store.register_type(wtype)
+        self._rt.catalog.invalidate_newest_type(wtype.name)
         log.info("type.registered", type=wtype.name, version=wtype.version, by=API_ACTOR)
         if registered.entrypoint is not None and self.is_leader:
             info = info_from_type(registered)
@@ -135,8 +136,9 @@ class CoordinatorService:
     # --- workloads -----------------------------------------------------------------------------
 
     async def submit(self, spec: WorkloadSpec) -> tuple[SubmitResult, WorkloadView]:
-        """The result and the workload: as just created (its replicas pending, fence 0, without
-        reading it back), or as it is now for a known idempotency key.
+        """The result and the workload: as just created (its replicas pending, fence 0, or as
+        the leader placed them at once; without reading it back), or as it is now for a known
+        idempotency key.
 
         The submit span starts the workload's trace (under the caller's, ``spec.traceparent``);
         its own context is what is stored with the workload."""
@@ -147,13 +149,14 @@ class CoordinatorService:
             attributes=attributes,
         ) as span:
             spec = replace(spec, traceparent=current_traceparent())
-            result = await self._store.submit_workload(spec, API_ACTOR)
+            result = await self._rt.submit(spec, API_ACTOR)
             span.set_attribute("niyanta.workload", result.workload.id)
             if not result.created:
                 return result, await self.get_workload(result.workload.id)
-            self._rt.workload_submitted(result.workload.customer_id)
-            # Let the woken round send its first read before this answer is built and sent.
-            await asyncio.sleep(0)
+            if not result.placed:
+                self._rt.workload_submitted(result.workload.customer_id)
+                # Let the woken round send its first read before this answer is built and sent.
+                await asyncio.sleep(0)
             return result, self._submitted(result)
 
     async def submit_many(
@@ -180,7 +183,7 @@ class CoordinatorService:
     def _submitted(self, result: SubmitResult) -> WorkloadView:
         w = result.workload
         self._accepted(w)
-        replicas = [
+        replicas = list(result.placed) or [
             Replica(w.id, i, ReplicaState.PENDING, fence=0, attempt=1, enqueued_at=w.created_at)
             for i in range(w.replicas)
         ]

@@ -171,6 +171,22 @@ class SubmitResult:
     workload: Workload
     created: bool
     """False when the idempotency key returned an existing workload."""
+    placed: tuple[Replica, ...] = ()
+    """The replicas as assigned, when the submit was ``Placed`` and created the workload."""
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """Where a new workload's replicas run, decided by the leader before its submit is written
+    (an arrival at an empty queue, ``SchedulingLoop.submit``): the submit writes them assigned
+    (``scheduled``, fence 1, a lease), with the transitions and events an assignment records,
+    in the same transaction, so that the arrival's start waits on one write instead of three
+    store calls (submit, the round's read, the assignment)."""
+
+    workload_id: str
+    worker_ids: tuple[str, ...]
+    """Per replica index, the worker it is placed on."""
+    lease_ttl_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +197,8 @@ class PlacementView:
     pending: list[Replica]
     """As ``pending_replicas(limit, per_customer)`` returns them, in queue order."""
     active: list[Replica]
-    """As ``active_replicas()`` returns them; empty when ``pending`` is (a round with nothing
-    to place needs no view of the work in flight, and reading it costs a decode per replica)."""
+    """As ``active_replicas()`` returns them (also when nothing is pending: the leader places
+    the next arrival at an empty queue on this view, ``SchedulingLoop.submit``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,10 +276,15 @@ class Store(Protocol):
     async def list_types(self) -> list[WorkloadType]: ...
 
     # workloads
-    async def submit_workload(self, spec: WorkloadSpec, actor: str) -> SubmitResult:
-        """Create the workload and its replicas (pending, fence 0). Idempotent per customer and
-        key; IdempotencyConflict for the same key with a different spec. UnknownCustomer,
-        UnknownWorkloadType, PayloadTooLarge, InvalidInput on bad input."""
+    async def submit_workload(
+        self, spec: WorkloadSpec, actor: str, placed: Placed | None = None
+    ) -> SubmitResult:
+        """Create the workload and its replicas (pending, fence 0; or, ``placed``, with its id
+        and its replicas assigned as ``assign_replicas`` would assign them). Idempotent per
+        customer and key (an existing workload is returned as it is, ``placed`` ignored);
+        IdempotencyConflict for the same key with a different spec. UnknownCustomer,
+        UnknownWorkloadType, PayloadTooLarge, InvalidInput on bad input; InvalidInput when
+        ``placed`` names a worker for other than each replica."""
         ...
 
     async def submit_workloads(

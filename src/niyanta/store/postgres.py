@@ -19,7 +19,7 @@ from niyanta.clock import Clock
 from niyanta.errors import Conflict, StoreUnavailable
 from niyanta.model import Replica, ReplicaKey, WorkloadSpec
 from niyanta.store import migrate
-from niyanta.store.base import Assignment, LeaseRenewal, StoreLimits, SubmitResult
+from niyanta.store.base import Assignment, LeaseRenewal, Placed, StoreLimits, SubmitResult
 from niyanta.store.codec import REPLICA_COLUMNS, Row, event_values, replica_from_row
 from niyanta.store.sql import (
     ACTIVE_SELECT,
@@ -27,7 +27,7 @@ from niyanta.store.sql import (
     Many,
     SqlStore,
     Tx,
-    new_replica_values,
+    new_rows,
     new_workload,
     submitted_event,
     workload_values,
@@ -94,6 +94,19 @@ _HISTORY_COLUMNS = [
 ]
 
 
+_TRANSITIONS_WRITTEN = (
+    "transitions_written AS (INSERT INTO transitions (workload_id, idx, from_state, to_state,"
+    " fence, at, actor, reason) SELECT workload_id, idx, from_state, to_state, fence, at, actor,"
+    " reason FROM history)"
+)
+_HISTORY_EVENTS = (
+    # The ``replica.<to_state>`` event of each transition of ``history``.
+    "SELECT 'replica.' || to_state, at, actor, workload_id, idx, customer_id, NULL, reason,"
+    " json_build_object('attempt', attempt, 'fence', fence, 'from', from_state)::text"
+    " FROM history"
+)
+
+
 def _ctes(what: Many, param: int) -> list[str]:
     """``ROW_SQL[what]`` over a whole batch bound at ``$param``, as clauses of one ``WITH``."""
     match what:
@@ -107,13 +120,9 @@ def _ctes(what: Many, param: int) -> list[str]:
         case Many.HISTORY:
             return [
                 f"history AS {rowset(_HISTORY_COLUMNS, param)}",
-                "transitions_written AS (INSERT INTO transitions (workload_id, idx, from_state,"
-                " to_state, fence, at, actor, reason) SELECT workload_id, idx, from_state,"
-                " to_state, fence, at, actor, reason FROM history)",
+                _TRANSITIONS_WRITTEN,
                 "events_written AS (INSERT INTO events (kind, at, actor, workload_id, idx,"
-                " customer_id, reason, data) SELECT 'replica.' || to_state, at, actor,"
-                " workload_id, idx, customer_id, reason, json_build_object('attempt', attempt,"
-                " 'fence', fence, 'from', from_state)::text FROM history)",
+                f" customer_id, correlation_id, reason, data) {_HISTORY_EVENTS})",
             ]
         case Many.CHECKPOINTS:
             # Checkpoint data is binary: bound as arrays (bytea[]), not as JSON.
@@ -157,10 +166,11 @@ _WORKLOAD_TYPES = [
 def _submit_one() -> str:
     """One workload without an idempotency key, bound as ``workload_values`` at $1..$16 (the
     type version at $4 is the one asked for, or NULL for the newest), its replicas as a JSON
-    array at $17 and its ``workload.submitted`` event's first eight values at $18..$25: the
-    type resolved, the customer checked and every row written in one statement. It returns
-    the version written, and no row when the customer or the type is unknown (nothing is
-    written then)."""
+    array at $17, its ``workload.submitted`` event's first eight values at $18..$25 and its
+    replicas' assignment history (``Many.HISTORY`` rows; empty unless ``Placed``) as a JSON
+    array at $26: the type resolved, the customer checked and every row written in one
+    statement. It returns the version written, and no row when the customer or the type is
+    unknown (nothing is written then)."""
     resolved = {"type_name": "wanted.name", "type_version": "wanted.version"}
     workload = ", ".join(
         resolved.get(name, f"${i}::{kind}")
@@ -175,10 +185,16 @@ def _submit_one() -> str:
         f" SELECT {workload} FROM wanted RETURNING type_version),"
         f" replicas_written AS (INSERT INTO replicas ({', '.join(c for c, _ in replica_columns)})"
         f" SELECT u.* FROM {rowset(replica_columns, 17)} AS u WHERE EXISTS (SELECT 1 FROM wanted)),"
-        " event_written AS (INSERT INTO events (kind, at, actor, workload_id, idx, customer_id,"
+        f" history AS (SELECT * FROM {rowset(_HISTORY_COLUMNS, 26)} AS h"
+        " WHERE EXISTS (SELECT 1 FROM wanted)),"
+        f" {_TRANSITIONS_WRITTEN},"
+        # One INSERT for the submitted event and the assignments' after it: the event ids
+        # follow the order of its rows (two inserts of one statement run in no set order).
+        " events_written AS (INSERT INTO events (kind, at, actor, workload_id, idx, customer_id,"
         " correlation_id, reason, data) SELECT $18::text, $19::float8, $20::text, $21::text,"
         " $22::int, $23::text, $24::text, $25::text,"
-        " json_build_object('type', name || '@' || version)::text FROM wanted)"
+        " json_build_object('type', name || '@' || version)::text FROM wanted"
+        f" UNION ALL {_HISTORY_EVENTS})"
         " SELECT type_version FROM workload_written"
     )
 
@@ -229,10 +245,9 @@ _PENDING_WINDOW = PENDING_CUSTOMERS_CTE + (
 )
 
 _PENDING_AND_ACTIVE = (
-    # A round's two reads as one statement: the pending window, then the active replicas
-    # when the window holds any.
+    # A round's two reads as one statement: the pending window, then the active replicas.
     f"WITH p AS ({_PENDING_WINDOW}) SELECT true AS queued, p.* FROM p"
-    f" UNION ALL SELECT false, a.* FROM ({ACTIVE_SELECT}) AS a WHERE EXISTS (SELECT 1 FROM p)"
+    f" UNION ALL SELECT false, a.* FROM ({ACTIVE_SELECT}) AS a"
 )
 
 _RENEW = (
@@ -390,21 +405,32 @@ class PostgresStore(SqlStore):
         return await self._run(body, urgent=True, autocommit=True)
 
     async def _submit_in_one_statement(
-        self, spec: WorkloadSpec, params: str, digest: str, now: float, actor: str
+        self,
+        spec: WorkloadSpec,
+        params: str,
+        digest: str,
+        now: float,
+        actor: str,
+        placed: Placed | None,
     ) -> SubmitResult:
         """``_SUBMIT_ONE`` outside a transaction block: a single submit is one round trip. Only
         when it writes nothing does a read tell which of customer and type is unknown."""
-        workload = new_workload(spec, spec.type_version or "", params, now)
-        values = list(workload_values(workload, params, digest))
+        workload_id = placed.workload_id if placed is not None else None
+        rows = new_rows(
+            new_workload(spec, spec.type_version or "", params, now, workload_id), placed, now
+        )
+        values = list(workload_values(rows.workload, params, digest))
         values[3] = spec.type_version  # NULL: the newest version, resolved in the statement
-        replicas = json.dumps(new_replica_values(workload, range(workload.replicas), now))
-        event = event_values(submitted_event(workload, actor))[:8]
+        replicas = json.dumps(rows.replicas)
+        event = event_values(submitted_event(rows.workload, actor))[:8]
+        history = json.dumps(rows.history)
 
         async def body(tx: Tx) -> SubmitResult:
             for _ in range(2):
-                row = await tx.fetchrow(_SUBMIT_ONE, *values, replicas, *event)
+                row = await tx.fetchrow(_SUBMIT_ONE, *values, replicas, *event, history)
                 if row is not None:
-                    return SubmitResult(replace(workload, type_version=row["type_version"]), True)
+                    workload = replace(rows.workload, type_version=row["type_version"])
+                    return SubmitResult(workload, True, rows.placed)
                 # Raises for the unknown one; both known now: created since, write again.
                 await self._submitted_type(tx, spec.customer_id, spec.type_name, spec.type_version)
             raise Conflict("the customer or the workload type changed during the submit; retry")

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
@@ -50,6 +49,7 @@ from niyanta.model import (
     Workload,
     WorkloadSpec,
     WorkloadType,
+    new_workload_id,
 )
 from niyanta.states import ACTIVE, TERMINAL, ReplicaState, workload_state
 from niyanta.store import changes
@@ -59,6 +59,7 @@ from niyanta.store.base import (
     EventQuery,
     FencedWrite,
     LeaseRenewal,
+    Placed,
     PlacementView,
     QueueDepth,
     RenewResult,
@@ -152,15 +153,61 @@ def new_replica_values(
     workload: Workload, indexes: Iterable[int], now: float
 ) -> list[tuple[object, ...]]:
     """Rows of new replicas: pending, fence 0, first attempt."""
-    rows = (
+    return [
+        (*replica_values(row), workload.priority) for row in _new_replicas(workload, indexes, now)
+    ]
+
+
+def _new_replicas(workload: Workload, indexes: Iterable[int], now: float) -> list[ReplicaRow]:
+    return [
         ReplicaRow(
             Replica(workload.id, i, S.PENDING, fence=0, attempt=1, enqueued_at=now),
             customer_id=workload.customer_id,
             checkpoint_fence=0,
         )
         for i in indexes
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class NewRows:
+    """What one submit writes for a new workload besides its own row and its submitted event."""
+
+    workload: Workload
+    """As written (``scheduled`` when it was placed)."""
+    replicas: list[tuple[object, ...]]
+    """``INSERT_REPLICA`` rows."""
+    history: list[tuple[object, ...]]
+    """``Many.HISTORY`` rows of the assignments (none unless placed)."""
+    placed: tuple[Replica, ...]
+
+
+def new_rows(workload: Workload, placed: Placed | None, now: float) -> NewRows:
+    """The replicas of a new workload: pending, or as ``changes.assign`` assigns them to the
+    workers of ``placed`` (its new fence, its lease, its transition)."""
+    pending = _new_replicas(workload, range(workload.replicas), now)
+    if placed is None:
+        values = [(*replica_values(row), workload.priority) for row in pending]
+        return NewRows(workload, values, [], ())
+    if len(placed.worker_ids) != workload.replicas:
+        raise InvalidInput(
+            f"{len(placed.worker_ids)} placements for a workload of {workload.replicas} replicas"
+        )
+    assigned = [
+        changes.assign(row, worker_id, placed.lease_ttl_s, now)
+        for row, worker_id in zip(pending, placed.worker_ids, strict=True)
+    ]
+    history = [
+        (*_transition_values(t), c.after.customer_id, c.after.replica.attempt)
+        for c in assigned
+        if (t := c.transition) is not None
+    ]
+    return NewRows(
+        replace(workload, state=workload_state(c.after.replica.state for c in assigned)),
+        [(*replica_values(c.after), workload.priority) for c in assigned],
+        history,
+        tuple(c.after.replica for c in assigned),
     )
-    return [(*replica_values(row), workload.priority) for row in rows]
 
 
 class _NewWorkloads:
@@ -173,13 +220,16 @@ class _NewWorkloads:
         self._workloads: list[tuple[object, ...]] = []
         self._replicas: list[tuple[object, ...]] = []
         self._events: list[tuple[object, ...]] = []
+        self.history: list[tuple[object, ...]] = []
+        """``Many.HISTORY`` rows (placed replicas' assignments), for ``SqlStore._write``."""
 
-    def add(self, workload: Workload, values: tuple[object, ...] | None) -> None:
+    def add(self, rows: NewRows, values: tuple[object, ...] | None) -> None:
         """``values``: the workload's row when it is still to be inserted (None: it is)."""
         if values is not None:
             self._workloads.append(values)
-        self._replicas += new_replica_values(workload, range(workload.replicas), self.now)
-        self._events.append(event_values(submitted_event(workload, self._actor)))
+        self._replicas += rows.replicas
+        self.history += rows.history
+        self._events.append(event_values(submitted_event(rows.workload, self._actor)))
 
     async def write(self, tx: Tx) -> None:
         for sql, rows in (
@@ -205,10 +255,12 @@ def submitted_event(workload: Workload, actor: str) -> Event:
     )
 
 
-def new_workload(spec: WorkloadSpec, version: str, params: str, now: float) -> Workload:
+def new_workload(
+    spec: WorkloadSpec, version: str, params: str, now: float, workload_id: str | None = None
+) -> Workload:
     """A workload as ``spec`` submits it at ``now``, of its type's ``version``."""
     return Workload(
-        id=f"w-{uuid.uuid4().hex}",
+        id=workload_id or new_workload_id(),
         customer_id=spec.customer_id,
         type_name=spec.type_name,
         type_version=version,
@@ -354,7 +406,13 @@ class SqlStore(ABC):
     (``_submit_in_one_statement``), its customer and type checks included."""
 
     async def _submit_in_one_statement(
-        self, spec: WorkloadSpec, params: str, digest: str, now: float, actor: str
+        self,
+        spec: WorkloadSpec,
+        params: str,
+        digest: str,
+        now: float,
+        actor: str,
+        placed: Placed | None,
     ) -> SubmitResult:
         raise NotImplementedError
 
@@ -693,8 +751,10 @@ class SqlStore(ABC):
             )
         return SubmitResult(workload_from_row(row), created=False)
 
-    async def submit_workload(self, spec: WorkloadSpec, actor: str) -> SubmitResult:
-        (result,) = await self.submit_workloads([spec], actor)
+    async def submit_workload(
+        self, spec: WorkloadSpec, actor: str, placed: Placed | None = None
+    ) -> SubmitResult:
+        (result,) = await self._submit([spec], actor, placed)
         if isinstance(result, NiyantaError):
             raise result
         return result
@@ -702,6 +762,12 @@ class SqlStore(ABC):
     async def submit_workloads(
         self, specs: Sequence[WorkloadSpec], actor: str
     ) -> list[SubmitResult | NiyantaError]:
+        return await self._submit(specs, actor, None)
+
+    async def _submit(
+        self, specs: Sequence[WorkloadSpec], actor: str, placed: Placed | None
+    ) -> list[SubmitResult | NiyantaError]:
+        """``placed``: the placement of the only spec."""
         checked: list[tuple[str, str] | NiyantaError] = []
         for spec in specs:
             try:
@@ -721,10 +787,12 @@ class SqlStore(ABC):
                 try:
                     ref = (spec.customer_id, spec.type_name, spec.type_version)
                     wtype = await _cached(refs, ref, self._submitted_type, tx, *ref)
-                    results.append(await self._submit_one(tx, batch, spec, check, wtype))
+                    results.append(await self._submit_one(tx, batch, spec, check, wtype, placed))
                 except NiyantaError as refused:
                     results.append(refused)
             await batch.write(tx)
+            if batch.history:
+                await self._write(tx, {Many.HISTORY: batch.history})
             return results
 
         if not specs:
@@ -733,7 +801,7 @@ class SqlStore(ABC):
         unkeyed = specs[0].idempotency_key is None
         if self.one_statement_submit and unkeyed and isinstance(single, tuple):
             try:
-                return [await self._submit_in_one_statement(specs[0], *single, now, actor)]
+                return [await self._submit_in_one_statement(specs[0], *single, now, actor, placed)]
             except NiyantaError as refused:
                 return [refused]
         return await self._run(body, urgent=True)
@@ -745,6 +813,7 @@ class SqlStore(ABC):
         spec: WorkloadSpec,
         check: tuple[str, str],
         wtype: WorkloadType,
+        placed: Placed | None,
     ) -> SubmitResult:
         """One workload of a batch: the existing one for a known idempotency key, else a new
         one queued on ``batch``. A keyed workload is inserted at once (a concurrent submit with
@@ -755,11 +824,15 @@ class SqlStore(ABC):
             existing = await self._by_idempotency_key(tx, spec, digest)
             if existing is not None:
                 return existing
-        workload = new_workload(spec, wtype.version, params, batch.now)
+        workload_id = placed.workload_id if placed is not None else None
+        rows = new_rows(
+            new_workload(spec, wtype.version, params, batch.now, workload_id), placed, batch.now
+        )
+        workload = rows.workload
         values = workload_values(workload, params, digest)
         if spec.idempotency_key is None:
-            batch.add(workload, values)
-            return SubmitResult(workload, created=True)
+            batch.add(rows, values)
+            return SubmitResult(workload, created=True, placed=rows.placed)
         inserted = await tx.fetchrow(
             INSERT_WORKLOAD + " ON CONFLICT DO NOTHING RETURNING id", *values
         )
@@ -768,8 +841,8 @@ class SqlStore(ABC):
             existing = await self._by_idempotency_key(tx, spec, digest)
             assert existing is not None
             return existing
-        batch.add(workload, None)
-        return SubmitResult(workload, created=True)
+        batch.add(rows, None)
+        return SubmitResult(workload, created=True, placed=rows.placed)
 
     async def _insert_replicas(
         self, tx: Tx, workload: Workload, indexes: Iterable[int], now: float
@@ -861,11 +934,11 @@ class SqlStore(ABC):
         self, now: float, limit: int, per_customer: int
     ) -> tuple[list[Row], list[Row]]:
         """The rows of ``placement_view``: both statements on one snapshot (a dialect may make
-        them one statement); no active ones when none is pending."""
+        them one statement)."""
 
         async def body(tx: Tx) -> tuple[list[Row], list[Row]]:
             pending = list(await tx.fetch(self.pending_window_sql, now, limit, per_customer))
-            return pending, list(await tx.fetch(ACTIVE_SELECT)) if pending else []
+            return pending, list(await tx.fetch(ACTIVE_SELECT))
 
         return await self._snapshot(body)
 
