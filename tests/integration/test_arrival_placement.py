@@ -1,8 +1,9 @@
-"""An arrival at an empty queue is placed by the leader before its submit is written
-(``SchedulingLoop.submit``): the submit writes its replicas assigned and starts them. It is
-placed on the last round's view of the work in flight plus every placement claimed since, so it
-never takes capacity, a cap or a guarantee that the scheduler would not give it; when the
-scheduler would not place it, it is written pending and a round places it."""
+"""An arrival of a higher tier than anything waiting (at an empty queue: any arrival) is placed
+by the leader before its submit is written (``SchedulingLoop.submit``): the submit writes its
+replicas assigned and starts them. It is placed on the last round's view of the work in flight,
+less what has ended since, plus every placement claimed since, so it never takes capacity, a
+cap or a guarantee that the scheduler would not give it; when the scheduler would not place
+it, it is written pending and a round places it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from tests.integration.coordinator_fixtures import eventually
 from tests.integration.tier_fleet import Fleet, fleet
 
 from niyanta.states import ReplicaState
+from niyanta.store.base import PlacementView
+from niyanta.store.sqlite import SqliteStore
 
 TIERS_TOML = """
 [tiers.platinum]
@@ -26,7 +29,26 @@ weight = 1
 """
 
 
-async def _submit(f: Fleet, customer: str, steps: int, step_s: float) -> dict[str, Any]:
+class HeldReads(SqliteStore):
+    """While ``hold`` is set, a round's read waits for it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.hold: asyncio.Event | None = None
+        self.held = 0
+
+    async def placement_view(
+        self, limit: int, per_customer: int, requeue_due: bool = True
+    ) -> PlacementView:
+        if self.hold is not None:
+            self.held += 1
+            await self.hold.wait()
+        return await super().placement_view(limit, per_customer, requeue_due)
+
+
+async def _submit(
+    f: Fleet, customer: str, steps: int, step_s: float, **fields: Any
+) -> dict[str, Any]:
     """The submit's answer: the workload as just written."""
     response = await f.running.client.post(
         "/v1/workloads",
@@ -34,6 +56,7 @@ async def _submit(f: Fleet, customer: str, steps: int, step_s: float) -> dict[st
             "customer_id": customer,
             "type": "steps",
             "params": {"steps": steps, "step_s": step_s},
+            **fields,
         },
     )
     assert response.status_code == 201, response.text
@@ -111,3 +134,60 @@ async def test_an_arrival_over_its_customer_s_cap_is_written_pending(tmp_path: P
         assert (ran.state, after.state) == (ReplicaState.SUCCEEDED,) * 2
         assert after.started_at is not None and ran.finished_at is not None
         assert after.started_at >= ran.finished_at  # the cap held: one at a time
+
+
+async def test_an_arrival_goes_ahead_of_waiting_work_only_from_a_higher_tier(
+    tmp_path: Path,
+) -> None:
+    async with fleet(tmp_path, workers=1, slots=2, tiers_toml=TIERS_TOML) as f:
+        await f.customer("plat", "platinum")
+        await f.customer("bulk", "bronze")
+        await f.customer("more", "bronze")
+        await _quiet(f)
+        # Waits for a worker that is not there: bronze work stays pending beside free slots.
+        stuck = await _submit(f, "bulk", steps=1, step_s=0.01, affinity={"worker": "w9"})
+        await asyncio.sleep(0.3)  # a round has read it and left it waiting
+        same_tier = await _submit(f, "more", steps=1, step_s=0.01)
+        assert same_tier["replicas"][0]["state"] == "pending"  # a round places it, in order
+        await asyncio.sleep(0.3)
+        higher = await _submit(f, "plat", steps=1, step_s=0.01)
+        assert higher["replicas"][0]["state"] == "scheduled"
+        ran = await f.finished([same_tier["id"], higher["id"]], within=5)
+        assert [r.state for r in ran] == [ReplicaState.SUCCEEDED] * 2
+        assert (await f.replica(stuck["id"])).state is ReplicaState.PENDING
+
+
+async def test_an_arrival_counts_capacity_freed_since_the_last_round_read(tmp_path: Path) -> None:
+    store = HeldReads(str(tmp_path / "held.db"))
+    await store.open()
+    try:
+        async with fleet(
+            tmp_path,
+            workers=1,
+            slots=1,
+            tiers_toml=TIERS_TOML,
+            store=store,
+            schedule_interval_s=30,
+        ) as f:
+            await f.customer("plat", "platinum")
+            await _quiet(f)
+            first = await _submit(f, "plat", steps=4, step_s=0.05)
+            assert first["replicas"][0]["state"] == "scheduled"
+            await eventually(lambda: _running(f, first["id"]), what="the first workload running")
+            f.running.runtime.scheduling.wake()
+            await asyncio.sleep(0.1)  # that round's view has the only slot taken
+            store.hold = asyncio.Event()
+            await f.finished([first["id"]], within=5)
+            # Its end woke a round, held in its read: the view still counts it as running.
+            await eventually(lambda: store.held == 1, what="the next round held")
+            second = await _submit(f, "plat", steps=1, step_s=0.01)
+            assert second["replicas"][0]["state"] == "scheduled"
+            store.hold.set()
+            [done] = await f.finished([second["id"]], within=5)
+            assert done.state is ReplicaState.SUCCEEDED
+    finally:
+        await store.close()
+
+
+async def _running(f: Fleet, workload_id: str) -> bool:
+    return (await f.replica(workload_id)).state is ReplicaState.RUNNING

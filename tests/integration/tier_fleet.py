@@ -219,16 +219,24 @@ def p95(values: Sequence[float]) -> float:
     return ordered[max(0, -(-len(ordered) * 95 // 100) - 1)]
 
 
+@dataclass(frozen=True)
+class Waits:
+    queued: list[float]
+    """Submit to placement (``queue_wait``): 0 for an arrival placed by its own submit."""
+    started: list[float]
+    """Submit (its durable enqueue) to running on a worker (``start_wait``)."""
+
+
 async def steady_stream(
     fleet: Fleet, customer: str, count: int, interval_s: float, steps: int, step_s: float
-) -> list[float]:
-    """Submit ``count`` workloads one every ``interval_s``; their queue waits once all ran."""
+) -> Waits:
+    """Submit ``count`` workloads one every ``interval_s``; their waits once all ran."""
     ids = []
     for _ in range(count):
         ids.append(await fleet.submit(customer, steps, step_s))
         await asyncio.sleep(interval_s)
-    await fleet.finished(ids, within=60)
-    return [await queue_wait(fleet, i) for i in ids]
+    done = await fleet.finished(ids, within=60)
+    return Waits([await queue_wait(fleet, i) for i in ids], [start_wait(r) for r in done])
 
 
 async def sample_while(

@@ -140,6 +140,7 @@ class MessageHandlers:
         clock: Clock,
         is_leader: Callable[[], bool],
         wake_scheduler: Callable[[float | None], None],
+        replica_ended: Callable[[ReplicaKey, bool], None],
     ) -> None:
         self._settings = settings
         self._store = store
@@ -152,6 +153,7 @@ class MessageHandlers:
         self._clock = clock
         self._is_leader = is_leader
         self._wake = wake_scheduler
+        self._ended = replica_ended
         self._replies = RecentReplies()
         self._finished = RecentlyFinished()
         self._reported = SeenIds()
@@ -414,7 +416,7 @@ class MessageHandlers:
         self._finished.add(key, message.fence)
         if self._reported.first_time(f"{key}@{message.fence}"):
             self._report(worker_id, message, replica)
-        self._wake(None)
+        self._ended(key, replica.state is ReplicaState.PENDING)
         if replica.state is ReplicaState.RETRYING:
             self._wake(replica.not_before)
         return Ack()

@@ -93,6 +93,7 @@ class CoordinatorRuntime:
             clock=clock,
             is_leader=lambda: self.leader.is_leader,
             wake_scheduler=self.scheduling.wake,
+            replica_ended=self.scheduling.ended,
         )
         self.leases = LeaseMonitor(
             store=store,

@@ -95,14 +95,18 @@ def constrained_cut_off(
 
 
 @dataclass(frozen=True, slots=True)
-class QuietView:
-    """The work in flight as the last regular round read it, when that round left nothing
-    pending: what an arrival at the empty queue is placed on (``SchedulingLoop.submit``)."""
+class ArrivalView:
+    """What the last regular round read and left: the work in flight, and the highest tier
+    priority among the replicas it left waiting. An arrival of a higher tier than anything
+    waiting is placed on it at once (``SchedulingLoop.submit``)."""
 
     token: int
     """The round's claims token, held open while this view is: every placement decided
     since is in ``PlacementClaims.unseen_by(token)``."""
     running: tuple[RunningReplica, ...]
+    waiting_top: float
+    """-inf when it left nothing pending; inf when it could not tell (a customer it did not
+    know, or a read cut off before every customer's queue)."""
 
 
 class SchedulingLoop:
@@ -150,16 +154,40 @@ class SchedulingLoop:
         self._backoffs: list[float] = []
         """A heap of the store times at which retries this coordinator recorded end."""
         self._requeue_sweep_at = -math.inf
-        self._quiet: QuietView | None = None
+        self._view: ArrivalView | None = None
+        self._queued_top = -math.inf
+        """The highest tier priority queued since the view's round began its read, as far as
+        this coordinator knows (inf: work of unknown tier, e.g. a replica requeued)."""
+        self._queued_in_round = -math.inf
+        """The same since the regular round in flight began its read."""
+        self._ended_since_view: set[ReplicaKey] = set()
+        """Replicas that left their worker since the view's round began its read: the view
+        may still count them as running."""
+        self._ended_in_round: set[ReplicaKey] = set()
 
     def wake(self, at: float | None = None) -> None:
-        """Run a round now, or at store time ``at`` (a retry's backoff ends)."""
+        """Run a round now (pending work may have been queued: no arrival is placed ahead of
+        it until a round has read it), or at store time ``at`` (a retry's backoff ends)."""
         if at is None:
+            self._queued(math.inf)
             self._wake.set()
             return
         heapq.heappush(self._backoffs, at)
         delay = max(0.0, at - self._clock.now())
         asyncio.get_running_loop().call_later(delay, self._wake.set)
+
+    def ended(self, key: ReplicaKey, requeued: bool) -> None:
+        """A replica left its worker (ended, or ``requeued``: handed back to pending): its
+        capacity is free; run a round now."""
+        self._ended_since_view.add(key)
+        self._ended_in_round.add(key)
+        if requeued:
+            self._queued(math.inf)
+        self._wake.set()
+
+    def _queued(self, priority: float) -> None:
+        self._queued_top = max(self._queued_top, priority)
+        self._queued_in_round = max(self._queued_in_round, priority)
 
     def submitted(self, customer_id: str) -> None:
         """A workload of ``customer_id`` was submitted here: wake a round. When the round in
@@ -167,13 +195,14 @@ class SchedulingLoop:
         at once, rather than after it: under a flood of lower-tier work rounds run back to
         back, and a platinum arrival would otherwise wait out the bronze round in flight. An
         arrival while that round still reads is decided when its read is in (``_read_in``)."""
-        self.wake()
-        if self._express is not None or not self._in_round:
-            return
         known = self._tier_priority(customer_id)
         # A customer the last round did not know may be of any tier: count it as the highest,
         # as ``_top_priority`` does.
         priority = math.inf if known is None else known
+        self._queued(priority)
+        self._wake.set()
+        if self._express is not None or not self._in_round:
+            return
         if self._reading_up_to == math.inf:
             self._arrived_while_reading = max(self._arrived_while_reading, priority)
         elif priority > self._reading_up_to:
@@ -191,7 +220,7 @@ class SchedulingLoop:
 
     async def run(self, stopper: Stopper) -> None:
         """Rounds until ``stopper`` stops (then ``wake()`` to end a wait at once)."""
-        self._keep_quiet(None)  # read in an earlier term: another leader has placed since
+        self._keep_view(None)  # read in an earlier term: another leader has placed since
         try:
             loop = asyncio.get_running_loop()
             while not stopper.stopped:
@@ -206,6 +235,8 @@ class SchedulingLoop:
                 if stopper.stopped:
                     return
                 self._in_round, self._reading_up_to = True, math.inf
+                self._queued_in_round = -math.inf
+                self._ended_in_round = set()
                 self._arrived_while_reading = -math.inf
                 try:
                     await self.round()
@@ -215,7 +246,7 @@ class SchedulingLoop:
                 finally:
                     self._in_round = False
         finally:
-            self._keep_quiet(None)
+            self._keep_view(None)
             if self._express is not None:
                 await asyncio.gather(self._express, return_exceptions=True)
 
@@ -258,27 +289,26 @@ class SchedulingLoop:
 
     async def _place(self, express: bool = False) -> int:
         token = self._claims.open_round()
-        quiet: tuple[RunningReplica, ...] | None = None
+        view: ArrivalView | None = None
         try:
-            started, quiet = await self._place_round(token, express)
+            started, view = await self._place_round(token, express)
             return started
         finally:
             if not express:  # an express round leaves the regular round's view as it is
-                self._keep_quiet(QuietView(token, quiet) if quiet is not None else None)
-            if quiet is None:
+                self._keep_view(view)
+                self._queued_top = self._queued_in_round
+                self._ended_since_view = self._ended_in_round
+            if view is None:
                 self._claims.close_round(token)
 
-    def _keep_quiet(self, view: QuietView | None) -> None:
-        """Replace the quiet view (closing the claims round the old one held open)."""
-        old, self._quiet = self._quiet, view
+    def _keep_view(self, view: ArrivalView | None) -> None:
+        """Replace the arrival view (closing the claims round the old one held open)."""
+        old, self._view = self._view, view
         if old is not None:
             self._claims.close_round(old.token)
 
-    async def _place_round(
-        self, token: int, express: bool
-    ) -> tuple[int, tuple[RunningReplica, ...] | None]:
-        """The replicas started, and the work in flight as read when the round leaves
-        nothing pending (None otherwise)."""
+    async def _place_round(self, token: int, express: bool) -> tuple[int, ArrivalView | None]:
+        """The replicas started, and (a regular round) what it read and left."""
         workers = self._registry.views(
             self._endpoint.connected_workers(), self._settings.lease_ttl_s
         )
@@ -293,7 +323,8 @@ class SchedulingLoop:
                 return 0, None
             in_flight = {r.workload_id: await self._catalog.workload(r.workload_id) for r in active}
             tenancy = await self._tenancy_of(in_flight.values())
-            return 0, tuple(await self._running_views(active, in_flight, tenancy))
+            running = tuple(await self._running_views(active, in_flight, tenancy))
+            return 0, ArrivalView(token, running, -math.inf)
         if not any(w.schedulable for w in workers):
             self.pending_reasons = dict.fromkeys((r.key for r in pending), NO_WORKERS)
             return 0, None
@@ -329,14 +360,33 @@ class SchedulingLoop:
             await asyncio.gather(*(self._start(r, workloads[r.workload_id]) for r in assigned))
         for preemption in decision.preemptions:
             await self._preempt(preemption, active)
-        whole = len(pending) < MAX_PENDING_PER_ROUND and not constrained_cut_off(
-            pending, workloads, window, frozenset(w.customer_id for w in workloads.values())
-        )
-        if express or not whole or len(assigned) < len(pending) or decision.preemptions:
+        if express:
             return len(assigned), None
-        # Everything it read is placed and there was no more: its placements are claims
-        # committed after ``token``, counted with the view by ``unseen_by(token)``.
-        return len(assigned), tuple(running_views)
+        # Its own placements are claims committed after ``token``: ``unseen_by(token)`` counts
+        # them with the view.
+        waiting = self._waiting_top(pending, workloads, window, {r.key for r in assigned})
+        return len(assigned), ArrivalView(token, tuple(running_views), waiting)
+
+    def _waiting_top(
+        self,
+        pending: list[Replica],
+        workloads: dict[str, Workload],
+        window: int,
+        assigned: set[ReplicaKey],
+    ) -> float:
+        """The highest tier priority among the replicas a round leaves pending: those it read
+        and did not place, and the unread rest of each customer whose read came back a whole
+        ``window``; inf when the read was cut off before every customer's queue."""
+        if len(pending) >= MAX_PENDING_PER_ROUND:
+            return math.inf
+        read = Counter(workloads[r.workload_id].customer_id for r in pending)
+        left = {workloads[r.workload_id].customer_id for r in pending if r.key not in assigned}
+        left |= {c for c, n in read.items() if n >= window}
+        top = -math.inf
+        for customer_id in left:
+            priority = self._tier_priority(customer_id)
+            top = max(top, math.inf if priority is None else priority)
+        return top
 
     def _requeue_due(self) -> bool:
         """Whether this round should move retrying replicas whose backoff is over to pending:
@@ -484,13 +534,15 @@ class SchedulingLoop:
     async def submit(
         self, spec: WorkloadSpec, write: Callable[[Placed | None], Awaitable[SubmitResult]]
     ) -> SubmitResult:
-        """Submit ``spec`` through ``write``. When the last round left nothing pending and no
-        round is due, the arrival is placed here first, on that round's view of the work in
-        flight and every placement claimed since, by the same ``schedule()``: the submit then
-        writes its replicas assigned and they are started before this returns, which saves a
-        round's read and its assignment (two store round trips) on the way to their start.
-        Otherwise, or when the scheduler would not place every replica without preempting,
-        the submit writes them pending and the caller wakes a round (``submitted()``)."""
+        """Submit ``spec`` through ``write``. When its tier is higher than anything waiting
+        (nothing waiting: any tier), the arrival is placed here first, by the same
+        ``schedule()``, on the last regular round's view of the work in flight and every
+        placement claimed since: the submit then writes its replicas assigned and they are
+        started before this returns. That saves a round's read and its assignment (two store
+        round trips) on the way to their start, and a platinum arrival under a bronze flood
+        waits for no round. Otherwise, or when the scheduler would not place every replica
+        without preempting, the submit writes them pending and the caller wakes a round
+        (``submitted()``)."""
         arrival = await self._place_arrival(spec)
         if arrival is None:
             return await write(None)
@@ -505,25 +557,27 @@ class SchedulingLoop:
             await asyncio.gather(*(self._start(r, result.workload) for r in result.placed))
         return result
 
-    def _arrivals_placeable(self) -> bool:
-        """Nothing pending as far as this leader knows: no round in flight or due (a wake
-        pending means work may be queued), no retry's backoff over."""
-        if self._quiet is None or self._in_round or self._express is not None:
-            return False
+    def _view_for(self, priority: float) -> ArrivalView | None:
+        """The view to place an arrival of tier ``priority`` on: when nothing waiting, nor
+        queued since, is of as high a tier, and no retry's backoff has ended unread."""
+        view = self._view
+        if view is None or priority <= max(view.waiting_top, self._queued_top):
+            return None
         due = bool(self._backoffs) and self._backoffs[0] <= self._clock.now()
-        return not (self._wake.is_set() or due)
+        return None if due else view
 
     async def _place_arrival(self, spec: WorkloadSpec) -> Placed | None:
-        if spec.replicas < 1 or not self._arrivals_placeable():
+        if spec.replicas < 1 or self._view is None:
             return None
         try:
             tenancy = await self._catalog.tenancy()
             wtype = await self._arrival_type(spec)
         except NiyantaError:  # an unknown type: the submit names it
             return None
-        quiet = self._quiet
         customer = tenancy.customers.get(spec.customer_id)
-        if quiet is None or customer is None or not self._arrivals_placeable():
+        tier = None if customer is None else tenancy.tiers.get(customer.tier)
+        view = None if tier is None else self._view_for(tier.priority)
+        if customer is None or view is None:
             return None
         workers = self._registry.views(
             self._endpoint.connected_workers(), self._settings.lease_ttl_s
@@ -546,9 +600,12 @@ class SchedulingLoop:
             )
             for i in range(spec.replicas)
         ]
-        decision = self._decide(
-            quiet.token, replicas, quiet.running, tenancy, workers, arrival=True
-        )
+        # Replicas the view read as running that have ended since: their capacity is free. (A
+        # placement since the view is a claim, counted whatever ended: a retried replica may
+        # have ended once and been placed again.)
+        ended = self._ended_since_view
+        running = [r for r in view.running if r.key not in ended]
+        decision = self._decide(view.token, replicas, running, tenancy, workers, arrival=True)
         placed = {p.key: p.worker_id for p in decision.placements}
         if len(placed) < len(replicas) or decision.preemptions:
             self._claims.settle(placed, ())  # the round it wakes decides
