@@ -1,16 +1,17 @@
 """Tiers under load, on the in-process fleet of the tier tests (coordinator on SQLite and the
 in-memory broker, real workers, one process; ``tests/integration/tier_fleet.py``):
 
-- platinum wait (submit to running on a worker: the replica's ``started_at`` minus its
-  enqueue, the submit's own write): 50 platinum workloads at a steady rate on an idle 3x4
-  fleet, then again while one bronze customer's flood of 2,000 fills it
-  (``platinum_wait_ratio`` = flood p95 / idle p95). Not the queue wait alone (submit to
-  placement, the ``replica.scheduled`` event, as the queue-wait metric and the SLO count it;
-  ``platinum_*_queued_p95_s``): an arrival of a higher tier than anything waiting is placed by
-  its own submit (``SchedulingLoop.submit``), and its queue wait is then 0 on an idle fleet
-  and under the flood alike, a ratio of two zeros. Baseline: the same 50 submitted by the
-  flooding customer itself, who has no tier or fair share to lift them, so they queue behind
-  the flood (``fifo_flood_p95_s``);
+- platinum waits: 50 platinum workloads at a steady rate on an idle 3x4 fleet, then again
+  while one bronze customer's flood of 2,000 fills it. The queue wait (submit to placement, the
+  ``replica.scheduled`` event, as the queue-wait metric and the SLO count it) gives
+  ``platinum_wait_ratio`` = flood p95 / idle p95. An arrival of a higher tier than anything
+  waiting is placed by its own submit (``SchedulingLoop.submit``) and queues 0 s: when neither
+  phase's p95 queued at all the ratio is 1.0 (equal), when only the idle one did not it is
+  null. Beside it, the wait until started (submit to running on a worker: ``started_at``
+  minus the enqueue), which placement by the submit does not make 0:
+  ``platinum_start_wait_ratio``. Baseline: the same 50 submitted by the flooding customer
+  itself, who has no tier or fair share to lift them, so they queue behind the flood
+  (``fifo_flood_p95_s``, until started);
 - fair share: three gold customers with weights 1/1/2 flooding a full 2x4 fleet; the share of
   slot-time each holds over a window, and the largest relative deviation from 25/25/50;
 - preemption: a platinum workload arriving at a fleet full of bronze, seconds from submit to
@@ -65,7 +66,7 @@ def _summary(label: str, waits: Waits) -> str:
     )
 
 
-async def platinum_waits(flood: int) -> dict[str, float]:
+async def platinum_waits(flood: int) -> dict[str, float | None]:
     with tempfile.TemporaryDirectory() as directory:
         async with fleet(Path(directory), workers=3, slots=4) as f:
             await f.customer("plat", "platinum")
@@ -84,15 +85,23 @@ async def platinum_waits(flood: int) -> dict[str, float]:
             fifo = await steady_stream(f, "bulk", PLATINUM, PLATINUM_EVERY_S, 2, 0.02)
             print(f"baseline, the same 50 queued behind the flood: p95 {p95(fifo.started):.3f} s")
     return {
+        "platinum_idle_queued_p95_s": p95(idle.queued),
+        "platinum_flood_queued_p95_s": p95(loaded.queued),
+        "platinum_wait_ratio": _ratio(p95(loaded.queued), p95(idle.queued)),
         "platinum_idle_p50_s": statistics.median(idle.started),
         "platinum_idle_p95_s": p95(idle.started),
         "platinum_flood_p50_s": statistics.median(loaded.started),
         "platinum_flood_p95_s": p95(loaded.started),
-        "platinum_wait_ratio": p95(loaded.started) / p95(idle.started),
-        "platinum_idle_queued_p95_s": p95(idle.queued),
-        "platinum_flood_queued_p95_s": p95(loaded.queued),
+        "platinum_start_wait_ratio": p95(loaded.started) / p95(idle.started),
         "fifo_flood_p95_s": p95(fifo.started),
     }
+
+
+def _ratio(flooded: float, idle: float) -> float | None:
+    """``flooded / idle``; 1.0 when both are 0 (neither queued), None when only ``idle`` is."""
+    if idle > 0:
+        return flooded / idle
+    return 1.0 if flooded == 0 else None
 
 
 async def fair_share(window_s: float) -> dict[str, object]:
