@@ -12,21 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.coordinator_fixtures import eventually
-from tests.integration.tier_fleet import Fleet, fleet
+from tests.integration.tier_fleet import PLATINUM_AND_BRONZE_TOML, Fleet, fleet
 
 from niyanta.states import ReplicaState
 from niyanta.store.base import PlacementView
 from niyanta.store.sqlite import SqliteStore
-
-TIERS_TOML = """
-[tiers.platinum]
-priority = 400
-weight = 8
-
-[tiers.bronze]
-priority = 100
-weight = 1
-"""
 
 
 class HeldReads(SqliteStore):
@@ -72,7 +62,7 @@ async def _quiet(f: Fleet) -> None:
 
 
 async def test_an_arrival_at_an_empty_queue_is_written_placed_and_runs(tmp_path: Path) -> None:
-    async with fleet(tmp_path, workers=1, slots=2, tiers_toml=TIERS_TOML) as f:
+    async with fleet(tmp_path, workers=1, slots=2, tiers_toml=PLATINUM_AND_BRONZE_TOML) as f:
         await f.customer("plat", "platinum")
         await _quiet(f)
         body = await _submit(f, "plat", steps=2, step_s=0.01)
@@ -95,7 +85,7 @@ async def test_an_arrival_at_an_empty_queue_is_written_placed_and_runs(tmp_path:
 
 
 async def test_concurrent_arrivals_never_take_more_slots_than_are_free(tmp_path: Path) -> None:
-    async with fleet(tmp_path, workers=1, slots=2, tiers_toml=TIERS_TOML) as f:
+    async with fleet(tmp_path, workers=1, slots=2, tiers_toml=PLATINUM_AND_BRONZE_TOML) as f:
         await f.customer("plat", "platinum")
         await _quiet(f)
         bodies = await asyncio.gather(*(_submit(f, "plat", steps=8, step_s=0.05) for _ in range(5)))
@@ -122,7 +112,7 @@ async def test_concurrent_arrivals_never_take_more_slots_than_are_free(tmp_path:
 
 
 async def test_an_arrival_over_its_customer_s_cap_is_written_pending(tmp_path: Path) -> None:
-    async with fleet(tmp_path, workers=1, slots=4, tiers_toml=TIERS_TOML) as f:
+    async with fleet(tmp_path, workers=1, slots=4, tiers_toml=PLATINUM_AND_BRONZE_TOML) as f:
         await f.customer("plat", "platinum")
         await f.customer("capped", "bronze", concurrency_cap=1)
         await _quiet(f)
@@ -139,7 +129,7 @@ async def test_an_arrival_over_its_customer_s_cap_is_written_pending(tmp_path: P
 async def test_an_arrival_goes_ahead_of_waiting_work_only_from_a_higher_tier(
     tmp_path: Path,
 ) -> None:
-    async with fleet(tmp_path, workers=1, slots=2, tiers_toml=TIERS_TOML) as f:
+    async with fleet(tmp_path, workers=1, slots=2, tiers_toml=PLATINUM_AND_BRONZE_TOML) as f:
         await f.customer("plat", "platinum")
         await f.customer("bulk", "bronze")
         await f.customer("more", "bronze")
@@ -165,7 +155,7 @@ async def test_an_arrival_counts_capacity_freed_since_the_last_round_read(tmp_pa
             tmp_path,
             workers=1,
             slots=1,
-            tiers_toml=TIERS_TOML,
+            tiers_toml=PLATINUM_AND_BRONZE_TOML,
             store=store,
             schedule_interval_s=30,
         ) as f:

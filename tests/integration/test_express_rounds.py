@@ -13,23 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.coordinator_fixtures import eventually
-from tests.integration.tier_fleet import Fleet, fleet
+from tests.integration.tier_fleet import PLATINUM_AND_BRONZE_TOML, Fleet, fleet
 
 from niyanta.model import Replica
 from niyanta.states import ReplicaState
 from niyanta.store.base import Assignment, PlacementView
 from niyanta.store.sqlite import SqliteStore
-
-TIERS_TOML = """
-[tiers.platinum]
-priority = 400
-weight = 8
-
-[tiers.bronze]
-priority = 100
-weight = 1
-"""
-"""No guaranteed slots and no preemption: a platinum arrival gets a slot only if one is free."""
 
 
 class GatedStore(SqliteStore):
@@ -76,7 +65,7 @@ async def bronze_round_held(
             directory,
             workers=1,
             slots=slots,
-            tiers_toml=TIERS_TOML,
+            tiers_toml=PLATINUM_AND_BRONZE_TOML,
             store=store,
             schedule_interval_s=30,
         ) as f:

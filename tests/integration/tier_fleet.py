@@ -50,6 +50,17 @@ weight = 1
 but may not preempt (it reclaims them only through its guarantee); platinum's guaranteed slots
 linger as the shipped tier's do."""
 
+PLATINUM_AND_BRONZE_TOML = """
+[tiers.platinum]
+priority = 400
+weight = 8
+
+[tiers.bronze]
+priority = 100
+weight = 1
+"""
+"""No guaranteed slots and no preemption: a platinum arrival gets a slot only if one is free."""
+
 SUBMIT_CONCURRENCY = 8
 """Submits in flight at once: each is a write transaction, and more of them at a time only
 queue for SQLite's one writer, ahead of the lease renewals."""

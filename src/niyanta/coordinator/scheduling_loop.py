@@ -529,7 +529,7 @@ class SchedulingLoop:
         )
         return decision
 
-    # --- arrivals at an empty queue ------------------------------------------------------------
+    # --- arrivals placed by their submit ----------------------------------------------------------
 
     async def submit(
         self, spec: WorkloadSpec, write: Callable[[Placed | None], Awaitable[SubmitResult]]
