@@ -6,7 +6,7 @@ once when the API changes them)."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from niyanta.clock import Clock
 from niyanta.model import Customer, Tier, Workload, WorkloadType
@@ -18,6 +18,13 @@ from niyanta.store.base import Store
 class Tenancy:
     tiers: dict[str, Tier]
     customers: dict[str, Customer]
+    policies: dict[str, CustomerPolicy] = field(init=False)
+    """Every customer's ``policy()``, computed once per refresh: every round and every
+    arrival's placement hands them all to the scheduler."""
+
+    def __post_init__(self) -> None:
+        policies = {c.id: self.policy(c) for c in self.customers.values()}
+        object.__setattr__(self, "policies", policies)
 
     def policy(self, customer: Customer) -> CustomerPolicy:
         tier = self.tiers.get(customer.tier)
@@ -26,9 +33,6 @@ class Tenancy:
         if cap is None and tier is not None:
             cap = tier.concurrency_cap
         return CustomerPolicy(customer.id, customer.tier, weight, cap)
-
-    def policies(self) -> dict[str, CustomerPolicy]:
-        return {c.id: self.policy(c) for c in self.customers.values()}
 
 
 class Catalog:

@@ -503,7 +503,7 @@ class SchedulingLoop:
             workers=workers,
             running=tuple(running_views),
             tiers=tenancy.tiers,
-            customers=tenancy.policies(),
+            customers=tenancy.policies,
             now=now,
             lingering=lingering_use(self._lingering, tenancy.tiers, now),
         )
