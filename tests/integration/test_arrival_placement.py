@@ -84,6 +84,31 @@ async def test_an_arrival_at_an_empty_queue_is_written_placed_and_runs(tmp_path:
         ]
 
 
+async def test_every_replica_of_an_arrival_is_placed_or_none_is(tmp_path: Path) -> None:
+    async with fleet(tmp_path, workers=3, slots=1, tiers_toml=PLATINUM_AND_BRONZE_TOML) as f:
+        await f.customer("plat", "platinum")
+        await _quiet(f)
+        both = await _submit(f, "plat", steps=6, step_s=0.05, replicas=2)
+        placed = sorted((r["state"], r["fence"]) for r in both["replicas"])
+        assert placed == [("scheduled", 1), ("scheduled", 1)]
+        assert len({r["worker_id"] for r in both["replicas"]}) == 2
+        # One slot is left: of the next arrival's 2 replicas only 1 could run, so its submit
+        # places neither; rounds place them, one now and one as a slot frees.
+        later = await _submit(f, "plat", steps=1, step_s=0.01, replicas=2)
+        assert [r["state"] for r in later["replicas"]] == ["pending", "pending"]
+        await eventually(
+            lambda: _all_succeeded(f, [both["id"], later["id"]]), within=10, what="all ran"
+        )
+
+
+async def _all_succeeded(f: Fleet, workload_ids: list[str]) -> bool:
+    for workload_id in workload_ids:
+        for replica in await f.store.list_replicas(workload_id):
+            if replica.state is not ReplicaState.SUCCEEDED:
+                return False
+    return True
+
+
 async def test_concurrent_arrivals_never_take_more_slots_than_are_free(tmp_path: Path) -> None:
     async with fleet(tmp_path, workers=1, slots=2, tiers_toml=PLATINUM_AND_BRONZE_TOML) as f:
         await f.customer("plat", "platinum")
