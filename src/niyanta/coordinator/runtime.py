@@ -170,8 +170,8 @@ class CoordinatorRuntime:
             self.scheduling.wake()
 
     async def submit(self, spec: WorkloadSpec, actor: str) -> SubmitResult:
-        """Write a submit; on the leader, placed at once when the queue is empty
-        (``SchedulingLoop.submit``)."""
+        """Write a submit; on the leader, placed at once when its tier is above anything
+        waiting (``SchedulingLoop.submit``)."""
         write = functools.partial(self.store.submit_workload, spec, actor)
         if not self.leader.is_leader:
             return await write(None)

@@ -178,7 +178,7 @@ class SubmitResult:
 @dataclass(frozen=True, slots=True)
 class Placed:
     """Where a new workload's replicas run, decided by the leader before its submit is written
-    (an arrival at an empty queue, ``SchedulingLoop.submit``): the submit writes them assigned
+    (an arrival it can place at once, ``SchedulingLoop.submit``): the submit writes them assigned
     (``scheduled``, fence 1, a lease), with the transitions and events an assignment records,
     in the same transaction, so that the arrival's start waits on one write instead of three
     store calls (submit, the round's read, the assignment)."""
@@ -198,7 +198,7 @@ class PlacementView:
     """As ``pending_replicas(limit, per_customer)`` returns them, in queue order."""
     active: list[Replica]
     """As ``active_replicas()`` returns them (also when nothing is pending: the leader places
-    the next arrival at an empty queue on this view, ``SchedulingLoop.submit``)."""
+    arrivals on this view until the next round, ``SchedulingLoop.submit``)."""
 
 
 @dataclass(frozen=True, slots=True)

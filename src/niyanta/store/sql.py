@@ -768,6 +768,7 @@ class SqlStore(ABC):
         self, specs: Sequence[WorkloadSpec], actor: str, placed: Placed | None
     ) -> list[SubmitResult | NiyantaError]:
         """``placed``: the placement of the only spec."""
+        assert placed is None or len(specs) == 1
         checked: list[tuple[str, str] | NiyantaError] = []
         for spec in specs:
             try:
