@@ -186,11 +186,11 @@ async def test_an_arrival_counts_capacity_freed_since_the_last_round_read(tmp_pa
         ) as f:
             await f.customer("plat", "platinum")
             await _quiet(f)
-            first = await _submit(f, "plat", steps=4, step_s=0.05)
+            first = await _submit(f, "plat", steps=10, step_s=0.05)
             assert first["replicas"][0]["state"] == "scheduled"
             await eventually(lambda: _running(f, first["id"]), what="the first workload running")
             f.running.runtime.scheduling.wake()
-            await asyncio.sleep(0.1)  # that round's view has the only slot taken
+            await asyncio.sleep(0.2)  # that round's view has the only slot taken
             store.hold = asyncio.Event()
             await f.finished([first["id"]], within=5)
             # Its end woke a round, held in its read: the view still counts it as running.

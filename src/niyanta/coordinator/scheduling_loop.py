@@ -80,18 +80,11 @@ def per_customer_window(workers: tuple[WorkerView, ...]) -> int:
     return max(MIN_PER_CUSTOMER, 2 * slots)
 
 
-def constrained_cut_off(
-    pending: list[Replica],
-    workloads: dict[str, Workload],
-    window: int,
-    constrained: frozenset[str],
-) -> bool:
-    """Whether a customer left pending for where its replicas may run had more pending than
-    the round read (its read came back a whole ``window``)."""
-    if not constrained:
-        return False
+def whole_windows(pending: list[Replica], workloads: dict[str, Workload], window: int) -> set[str]:
+    """The customers whose read came back a whole ``window``: they may have more pending than
+    the round read."""
     read = Counter(workloads[r.workload_id].customer_id for r in pending)
-    return any(read[c] >= window for c in constrained)
+    return {customer_id for customer_id, n in read.items() if n >= window}
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,9 +334,9 @@ class SchedulingLoop:
         running_views = await self._running_views(active, workloads, tenancy)
         decision = self._decide(token, pending_views, running_views, tenancy, workers)
         self.pending_reasons = {p.key: p.reason for p in decision.pending}
-        widen = window < MAX_PENDING_PER_ROUND and constrained_cut_off(
-            pending, workloads, window, decision.constrained
-        )
+        cut = whole_windows(pending, workloads, window)
+        # Left pending for where they may run, not for capacity, behind a whole window.
+        widen = window < MAX_PENDING_PER_ROUND and bool(cut & decision.constrained)
         self._widening = self._widening * 2 if widen else 1
         keys = [p.key for p in decision.placements]
         assigned: list[Replica] = []
@@ -364,24 +357,23 @@ class SchedulingLoop:
             return len(assigned), None
         # Its own placements are claims committed after ``token``: ``unseen_by(token)`` counts
         # them with the view.
-        waiting = self._waiting_top(pending, workloads, window, {r.key for r in assigned})
+        waiting = self._waiting_top(pending, workloads, cut, {r.key for r in assigned})
         return len(assigned), ArrivalView(token, tuple(running_views), waiting)
 
     def _waiting_top(
         self,
         pending: list[Replica],
         workloads: dict[str, Workload],
-        window: int,
+        cut: set[str],
         assigned: set[ReplicaKey],
     ) -> float:
         """The highest tier priority among the replicas a round leaves pending: those it read
-        and did not place, and the unread rest of each customer whose read came back a whole
-        ``window``; inf when the read was cut off before every customer's queue."""
+        and did not place, and the unread rest of each customer of ``cut`` (``whole_windows``);
+        inf when the read was cut off before every customer's queue."""
         if len(pending) >= MAX_PENDING_PER_ROUND:
             return math.inf
-        read = Counter(workloads[r.workload_id].customer_id for r in pending)
         left = {workloads[r.workload_id].customer_id for r in pending if r.key not in assigned}
-        left |= {c for c, n in read.items() if n >= window}
+        left |= cut
         top = -math.inf
         for customer_id in left:
             priority = self._tier_priority(customer_id)

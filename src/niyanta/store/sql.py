@@ -185,10 +185,11 @@ class NewRows:
 def new_rows(workload: Workload, placed: Placed | None, now: float) -> NewRows:
     """The replicas of a new workload: pending, or as ``changes.assign`` assigns them to the
     workers of ``placed`` (its new fence, its lease, its transition)."""
-    pending = _new_replicas(workload, range(workload.replicas), now)
     if placed is None:
-        values = [(*replica_values(row), workload.priority) for row in pending]
-        return NewRows(workload, values, [], ())
+        return NewRows(
+            workload, new_replica_values(workload, range(workload.replicas), now), [], ()
+        )
+    pending = _new_replicas(workload, range(workload.replicas), now)
     if len(placed.worker_ids) != workload.replicas:
         raise InvalidInput(
             f"{len(placed.worker_ids)} placements for a workload of {workload.replicas} replicas"
